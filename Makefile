@@ -1,0 +1,42 @@
+# The only entry points: README, .gitlab-ci.yml and Jenkinsfile call these targets and nothing else.
+# Every target that needs tools depends on $(READY), so a fresh machine bootstraps itself.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV  := .venv
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+READY := $(VENV)/.bootstrap-stamp
+
+$(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh
+	scripts/bootstrap.sh
+
+.PHONY: help bootstrap run pipeline test lint unit bench-pipeline clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+bootstrap: $(READY) ## create .venv and install system and Python packages
+
+run: pipeline ## the main job: data -> model -> report -> manifests -> canary rehearsal
+
+pipeline: $(READY) ## dvc repro: prepare, validate, train, evaluate, export, register
+	$(BIN)/dvc repro
+
+lint: $(READY) ## black --check, flake8, mypy --strict
+	$(BIN)/black --check --quiet ml scripts tests
+	$(BIN)/flake8 ml scripts tests
+	$(BIN)/mypy
+
+unit: $(READY) ## the fast tests only (no end-to-end runs)
+	$(BIN)/pytest -q -m "not e2e"
+
+test: lint $(READY) ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
+	$(BIN)/pytest --cov --cov-report=term --cov-report=xml
+
+bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-param change
+	$(PY) -m scripts.bench_pipeline
+
+clean: ## remove generated outputs (keeps .venv and the DVC cache)
+	rm -rf data/prepared reports models metrics .bench .pytest_cache .mypy_cache .coverage* coverage.xml

@@ -1,0 +1,1 @@
+"""ML code that runs inside the containers: pipeline stages, model, serving, monitoring."""

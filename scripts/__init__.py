@@ -1,0 +1,1 @@
+"""Tools that run around the containers: on developer machines and CI runners."""

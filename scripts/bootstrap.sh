@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian/Ubuntu machine: system packages, then .venv with the pinned
+# Python packages. Called by every make target that needs tools; re-runs only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+STAMP=$VENV/.bootstrap-stamp
+
+# System packages the checks need (one per line in system-packages.txt, '# ...' comments allowed).
+missing=()
+while read -r pkg; do
+  [ -z "$pkg" ] && continue
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' system-packages.txt)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python packages: reinstall only when the dependency declaration or the lock changed.
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+echo "bootstrap: installing Python packages into $VENV (pinned by constraints.txt)"
+log=$(mktemp)
+if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -c constraints.txt \
+  -e '.[dev]' >"$log" 2>&1; then
+  grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -40
+  echo "bootstrap: pip install failed (full log: $log)" >&2
+  exit 1
+fi
+rm -f "$log"
+echo "$want" >"$STAMP"
+echo "bootstrap: ready"
