@@ -8,6 +8,8 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 READY := $(VENV)/.bootstrap-stamp
+# dvc stages call `python`: make it the venv's for every recipe
+export PATH := $(abspath $(BIN)):$(PATH)
 
 $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh

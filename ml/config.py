@@ -59,9 +59,7 @@ class TrainParams(_Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (
-            value.startswith("cuda:") and value[5:].isdigit()
-        ):
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError("must be auto, cpu, cuda or cuda:N")
 
@@ -73,7 +71,7 @@ class ExportParams(_Strict):
     warmup: int = Field(ge=0)
 
 
-class RegisterParams(_Strict):
+class RegistryParams(_Strict):
     model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
 
@@ -89,7 +87,7 @@ class Params(_Strict):
     model: ModelParams
     train: TrainParams
     export: ExportParams
-    register: RegisterParams
+    registry: RegistryParams
     gates: GateParams
 
 
@@ -107,7 +105,9 @@ def _format_errors(path: Path, error: ValidationError) -> str:
 def parse_params(raw: object, path: Path) -> Params:
     """Validate an already-parsed mapping; `path` is only used in messages."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ParamsError(
+            f"{path}: top level must be a mapping of sections, got {type(raw).__name__}"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
