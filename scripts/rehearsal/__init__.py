@@ -1,0 +1,13 @@
+"""Canary rehearsal: the Argo Rollouts analysis, run for real against a live Prometheus.
+
+Argo Rollouts cannot run on the build machines, so this package reproduces the parts of it that
+decide a canary's fate (../shared/REFERENCE.md, "Argo Rollouts analysis"):
+
+- ``expr``: the expr-lang subset of success/failure conditions;
+- ``analysis``: AnalysisRun semantics (templating, validation, measurement/metric/run phases,
+  scheduling) as pure code with an injectable clock and query function;
+- ``prometheus``: instant queries sent the way Argo sends them;
+- ``canary``: the canary step driver, timeline, verdict and reports.
+
+It is a stand-in, not the controller: every report it writes says so.
+"""
