@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def load_checkpoint(path: str | Path) -> DigitsCNN:
         ValueError,
         pickle.UnpicklingError,
         zipfile.BadZipFile,
+        struct.error,
+        EOFError,
     ) as error:
         raise StageError(f"{path}: unreadable checkpoint: {error}") from None
     return model.eval()

@@ -24,7 +24,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 def run_stage(
     name: str, body: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
 ) -> int:
-    """Run a stage body; expected failures print `<stage>: error: ...` and return 1, no traceback."""
+    """Run a stage body; known failures print `<stage>: error: ...` and return 1, no traceback."""
     try:
         body(argv)
     except (StageError, ParamsError) as error:

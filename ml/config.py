@@ -7,7 +7,7 @@ work starts and the message names the file and the key (e.g. ``params.yaml: trai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator

@@ -186,7 +186,8 @@ def _main(argv: Sequence[str] | None) -> None:
         mlflow.log_artifact(args.metrics, artifact_path="metrics")
     h = result["headline"]
     print(
-        f"evaluate: accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}, ROC-AUC {h['roc_auc']:.4f} on {h['test_samples']} images"
+        f"evaluate: accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f},"
+        f" ROC-AUC {h['roc_auc']:.4f} on {h['test_samples']} images"
     )
 
 

@@ -100,12 +100,14 @@ about people; inputs unlike the training images (other sizes, scanned documents,
 confident but meaningless answers.
 
 ## Data
-- source: `{meta['source']}`, {meta['rows']} images after removing {meta['duplicates_removed']} duplicate(s)
+- source: `{meta['source']}`, {meta['rows']} images
+  (after removing {meta['duplicates_removed']} duplicate(s))
 - split (stratified, seed {params.seed}): {meta['split_rows']}
 - data hash (sha256 of the prepared splits): `{meta['data_hash']}`
 
 ## Model
-- small CNN: conv widths {params.model.channels}, hidden {params.model.hidden}, dropout {params.model.dropout}
+- small CNN: conv widths {params.model.channels}, hidden {params.model.hidden},
+  dropout {params.model.dropout}
 - trained up to {params.train.epochs} epochs (early stopping, patience {params.train.patience}),
   AdamW lr {params.train.learning_rate}, batch {params.train.batch_size}
 - served as ONNX (opset {params.export.opset}) with onnxruntime; sha256 `{onnx_sha}`
@@ -122,10 +124,12 @@ confident but meaningless answers.
 Per-class F1: {per_class}.
 
 ## Limits
-- Trained on {meta['rows']} images from a single source; accuracy on other handwriting is unmeasured.
+- Trained on {meta['rows']} images from a single source; accuracy on other handwriting is
+  unmeasured.
 - Latency was measured in-process on the build machine (one onnxruntime thread, one row per call);
   it excludes HTTP and queueing.
-- Release gates: accuracy >= {params.gates.min_accuracy}, p99 latency <= {params.gates.max_p99_latency_ms} ms.
+- Release gates: accuracy >= {params.gates.min_accuracy},
+  p99 latency <= {params.gates.max_p99_latency_ms} ms.
 """
 
 

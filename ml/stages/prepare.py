@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,8 @@ def _from_table(
     pixels = frame.drop(columns=[label_column])
     if pixels.shape[1] != FEATURES:
         raise StageError(
-            f"{path}: expected {FEATURES} pixel columns besides {label_column!r}, found {pixels.shape[1]}"
+            f"{path}: expected {FEATURES} pixel columns besides {label_column!r},"
+            f" found {pixels.shape[1]}"
         )
     non_numeric = [str(c) for c in pixels.columns if not pd.api.types.is_numeric_dtype(pixels[c])]
     if non_numeric:
@@ -144,7 +146,7 @@ def _main(argv: Sequence[str] | None) -> None:
     for name, split in splits.items():
         with atomic_path(out / f"{name}.npz") as tmp:
             save_split(tmp, split)
-    meta = {
+    meta: dict[str, Any] = {
         "source": params.data.source,
         "rows": int(len(y)),
         "duplicates_removed": duplicates,

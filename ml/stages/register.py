@@ -84,8 +84,13 @@ def register_model(params: Params, onnx_path: Path, run_id: str, tags: dict[str,
     start_tracking()
     name = params.registry.model_name
     with mlflow.start_run(run_id=run_id):
+        # explicit requirements: MLflow's own inference imports the world and costs ~5 s
+        requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"]
         info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)), name="onnx-model", registered_model_name=name
+            onnx.load(str(onnx_path)),
+            name="onnx-model",
+            registered_model_name=name,
+            pip_requirements=requirements,
         )
     version = str(info.registered_model_version)
     client = MlflowClient()
@@ -111,7 +116,8 @@ def _main(argv: Sequence[str] | None) -> None:
     if not all(r.passed for r in results):
         failed = ", ".join(r.gate for r in results if not r.passed)
         raise StageError(
-            f"release gate(s) failed: {failed}; nothing registered, alias {params.registry.alias!r} unchanged"
+            f"release gate(s) failed: {failed}; nothing registered,"
+            f" alias {params.registry.alias!r} unchanged"
         )
     record: dict[str, Any] = {
         "model_name": params.registry.model_name,
@@ -137,7 +143,8 @@ def _main(argv: Sequence[str] | None) -> None:
     )
     write_json(args.out, record)
     print(
-        f"register: {record['model_uri']} -> alias {params.registry.alias!r} (commit {record['git_commit'][:12]})"
+        f"register: {record['model_uri']} -> alias {params.registry.alias!r}"
+        f" (commit {record['git_commit'][:12]})"
     )
 
 

@@ -140,7 +140,7 @@ def fit(
 
 
 def save_checkpoint(path: Path, model: DigitsCNN, params: Params) -> None:
-    """The checkpoint carries what it takes to rebuild the model, so later stages need no guessing."""
+    """The checkpoint carries all it takes to rebuild the model, so later stages never guess."""
     payload = {
         "state_dict": model.state_dict(),
         "model_params": params.model.model_dump(),
@@ -207,7 +207,8 @@ def _main(argv: Sequence[str] | None) -> None:
         },
     )
     print(
-        f"train: {len(history)} epochs on {device} in {time.perf_counter() - started:.1f}s; best epoch {best.epoch} val_acc {best.val_accuracy:.4f}"
+        f"train: {len(history)} epochs on {device} in {time.perf_counter() - started:.1f}s;"
+        f" best epoch {best.epoch} val_acc {best.val_accuracy:.4f}"
     )
 
 

@@ -54,7 +54,8 @@ def check_split(name: str, split: Split, data: DataParams) -> list[str]:
     thin = [c for c in range(data.num_classes) if counts[c] < data.min_class_share * len(y)]
     if thin:
         problems.append(
-            f"{name}: classes {thin} hold less than {data.min_class_share:.0%} of the split (data.min_class_share)"
+            f"{name}: classes {thin} hold less than {data.min_class_share:.0%} of the split"
+            " (data.min_class_share)"
         )
     return problems
 

@@ -1,0 +1,70 @@
+"""Shared fixtures. `pipeline_workspace` runs the real `dvc repro` once per test session in a
+temporary git copy of the repo; every tier that needs a trained, exported, registered model (model
+behaviour, serving, rehearsal) reuses it instead of training again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the venv first on PATH, no inherited MLflow server."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(**extra), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def copy_repo(target: Path) -> Path:
+    """A fresh git repo holding the committed and working-tree versions of the tracked files."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    run(["git", "init", "-q", "-b", "main"], target)
+    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"], target)
+    run(
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "copy"],
+        target,
+    )
+    return target
+
+
+@pytest.fixture(scope="session")
+def pipeline_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temp copy of the repo after a real, from-scratch `dvc repro` (no shared cache)."""
+    workspace = copy_repo(tmp_path_factory.mktemp("pipeline"))
+    for generated in ("data/prepared", "models/model.pt", "models/model.onnx"):
+        path = workspace / generated
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    run(["dvc", "repro"], workspace)
+    yield workspace

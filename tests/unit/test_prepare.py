@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.data import load_splits
+from ml.io import read_json
+from ml.stages import prepare
+from tests.unit.conftest import write_params
+
+
+def digits_frame(rows: int = 300) -> pd.DataFrame:
+    X, y = prepare.load_digits_source()
+    frame = pd.DataFrame(X[:rows], columns=[f"px{i}" for i in range(64)])
+    frame["label"] = y[:rows]
+    return frame
+
+
+def run_prepare(workdir: Path, source: str | None = None) -> int:
+    if source is not None:
+        write_params(workdir, data__source=source)
+    return prepare.main(["--params", "params.yaml", "--out", "prepared"])
+
+
+def test_default_digits_split_is_stratified_and_complete(workdir: Path) -> None:
+    assert run_prepare(workdir) == 0
+    splits = load_splits(workdir / "prepared")
+    assert sum(len(s.y) for s in splits.values()) == 1797
+    assert {k: len(s.y) for k, s in splits.items()} == {"train": 1257, "val": 180, "test": 360}
+    for split in splits.values():
+        assert split.X.dtype == np.float32 and split.X.shape[1] == 64
+        shares = np.bincount(split.y, minlength=10) / len(split.y)
+        assert shares.min() > 0.08 and shares.max() < 0.12  # ~10% each: stratified
+    meta = read_json(workdir / "prepared" / "meta.json")
+    assert len(meta["data_hash"]) == 64 and meta["duplicates_removed"] == 0
+
+
+def test_split_is_deterministic(workdir: Path) -> None:
+    run_prepare(workdir)
+    first = read_json(workdir / "prepared" / "meta.json")["data_hash"]
+    run_prepare(workdir)
+    assert read_json(workdir / "prepared" / "meta.json")["data_hash"] == first
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_sources(workdir: Path, suffix: str) -> None:
+    frame = digits_frame()
+    path = workdir / f"mine{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    assert run_prepare(workdir, path.name) == 0
+    assert sum(len(s.y) for s in load_splits(workdir / "prepared").values()) == 300
+
+
+def test_npz_source_with_image_shape(workdir: Path) -> None:
+    X, y = prepare.load_digits_source()
+    np.savez(workdir / "mine.npz", X=X[:200].reshape(-1, 8, 8), y=y[:200])
+    assert run_prepare(workdir, "mine.npz") == 0
+
+
+def test_duplicates_are_dropped(workdir: Path) -> None:
+    frame = digits_frame(100)
+    pd.concat([frame, frame.iloc[:10]]).to_csv(workdir / "dup.csv", index=False)
+    assert run_prepare(workdir, "dup.csv") == 0
+    assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 10
+
+
+def _write(path: Path, content: bytes) -> str:
+    path.write_bytes(content)
+    return path.name
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("missing.csv", lambda p: p.name, "not found"),
+        ("corrupt.parquet", lambda p: _write(p, b"not parquet at all"), "unreadable .parquet"),
+        ("corrupt.npz", lambda p: _write(p, b"PK\x03\x04garbage"), "unreadable .npz"),
+        ("data.json", lambda p: _write(p, b"{}"), "unsupported data file type"),
+        (
+            "narrow.csv",
+            lambda p: (digits_frame().iloc[:, 60:].to_csv(p, index=False), p.name)[1],
+            "expected 64 pixel columns",
+        ),
+        (
+            "nolabel.csv",
+            lambda p: (digits_frame().drop(columns=["label"]).to_csv(p, index=False), p.name)[1],
+            "no label column",
+        ),
+        (
+            "text.csv",
+            lambda p: (digits_frame().assign(px3="x").to_csv(p, index=False), p.name)[1],
+            "must be numeric",
+        ),
+        (
+            "frac.csv",
+            lambda p: (digits_frame().assign(label=0.5).to_csv(p, index=False), p.name)[1],
+            "whole numbers",
+        ),
+        (
+            "bad.npz",
+            lambda p: (np.savez(p, X=np.zeros((20, 10)), y=np.zeros(20)), p.name)[1],
+            "expected X",
+        ),
+        (
+            "nokeys.npz",
+            lambda p: (np.savez(p, a=np.zeros(3)), p.name)[1],
+            "needs arrays 'X' and 'y'",
+        ),
+    ],
+)
+def test_bad_sources_fail_clearly_and_write_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], name: str, make: object, message: str
+) -> None:
+    source = make(workdir / name)  # type: ignore[operator]
+    assert run_prepare(workdir, source) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prepare: error:") and message in err and name in err
+    assert not (workdir / "prepared").exists()
+
+
+def test_too_few_rows(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    digits_frame(5).to_csv(workdir / "tiny.csv", index=False)
+    assert run_prepare(workdir, "tiny.csv") == 1
+    assert "need at least 10" in capsys.readouterr().err
