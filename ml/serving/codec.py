@@ -1,0 +1,223 @@
+"""Request decoding and response encoding for ``/predict`` and the Open Inference Protocol.
+
+Everything a client can get wrong becomes a ``ClientError`` (a 4xx with a message naming the
+field), decided with a few numpy calls rather than a Python loop per value: numpy infers one
+dtype for the whole nested list, so strings, nulls, booleans and ragged rows each show up as a
+dtype or shape the checks below reject.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from ml.serving.model import INPUT_NAME, OUTPUT_NAMES, Floats, Labels, LoadedModel
+
+_NUMERIC_KINDS = frozenset("fiu")
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ClientError(Exception):
+    """A request the client must fix: HTTP status and a message for the JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_body(message: str) -> bytes:
+    """The KServe v2 error shape, used by every endpoint."""
+    return orjson.dumps({"error": message})
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise ClientError(400, "request body is empty; expected a JSON object")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ClientError(400, "request body must be a JSON object")
+    return document
+
+
+def to_rows(values: object, field: str, model: LoadedModel, max_batch: int, strict: bool) -> Floats:
+    """Nested numbers -> float32 [N, F]; accepts [N, F], [N, S, S] and [N, 1, S, S] (S*S = F).
+
+    ``strict`` (set when the body contains a JSON boolean anywhere) walks the values, because
+    numpy would silently turn ``true`` inside a list of numbers into 1.
+    """
+    if not isinstance(values, list) or not values:
+        raise ClientError(400, f"'{field}' must be a non-empty array of rows")
+    if strict:
+        _reject_booleans(values, field)
+    try:
+        array = np.array(values)
+    except (ValueError, TypeError):
+        raise ClientError(400, f"'{field}' must be a rectangular array of numbers") from None
+    return _as_rows(array, field, model, max_batch)
+
+
+def _as_rows(array: npt.NDArray[Any], field: str, model: LoadedModel, max_batch: int) -> Floats:
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        found = {"b": "booleans", "U": "strings", "O": "nulls or out-of-range numbers"}
+        raise ClientError(
+            400,
+            f"'{field}' must hold only numbers "
+            f"(found {found.get(array.dtype.kind, array.dtype.name)})",
+        )
+    features = model.features
+    shape = array.shape
+    side = math.isqrt(features)
+    square = side * side == features
+    if not (
+        (len(shape) == 2 and shape[1] == features)
+        or (square and len(shape) == 3 and shape[1:] == (side, side))
+        or (square and len(shape) == 4 and shape[1:] == (1, side, side))
+    ):
+        forms = f"[N, {features}]" + (f", [N, {side}, {side}] or [N, 1, {side}, {side}]" * square)
+        raise ClientError(
+            400, f"'{field}' has shape {list(shape)}; expected {forms} (N rows of pixels)"
+        )
+    if shape[0] > max_batch:
+        raise ClientError(413, f"batch of {shape[0]} rows exceeds MAX_BATCH={max_batch}")
+    rows = array.reshape(shape[0], features)
+    if rows.dtype != np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows = rows.astype(np.float32)
+    if not np.isfinite(rows).all():
+        raise ClientError(400, f"'{field}' holds NaN, infinity or a value too large for float32")
+    return rows
+
+
+def _reject_booleans(values: list[Any], field: str) -> None:
+    stack: list[Any] = [values]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool):
+            raise ClientError(400, f"'{field}' must hold only numbers (found a boolean)")
+
+
+def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
+    """``{"instances": [[F numbers], ...]}`` -> rows."""
+    document = load_json(body)
+    if "instances" not in document:
+        raise ClientError(400, "missing 'instances': expected {\"instances\": [[numbers], ...]}")
+    strict = b"true" in body or b"false" in body
+    return to_rows(document["instances"], "instances", model, max_batch, strict)
+
+
+def encode_predict(model: LoadedModel, probabilities: Floats, labels: Labels) -> bytes:
+    return orjson.dumps(
+        {
+            "model_name": model.name,
+            "model_version": model.version,
+            "predictions": labels,
+            "probabilities": probabilities,
+        },
+        option=_DUMPS_OPTIONS,
+    )
+
+
+class InferRequest:
+    """A decoded v2 inference request."""
+
+    __slots__ = ("rows", "request_id", "outputs")
+
+    def __init__(self, rows: Floats, request_id: str | None, outputs: tuple[str, ...]) -> None:
+        self.rows = rows
+        self.request_id = request_id
+        self.outputs = outputs
+
+
+def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferRequest:
+    """An Open Inference Protocol request with one FP32 tensor named ``input``."""
+    document = load_json(body)
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ClientError(
+            400, f"'inputs' must be a list holding exactly one tensor object named {INPUT_NAME!r}"
+        )
+    tensor: dict[str, Any] = inputs[0]
+    if tensor.get("name") != INPUT_NAME:
+        raise ClientError(
+            400, f"unknown input {tensor.get('name')!r}; the model takes one named {INPUT_NAME!r}"
+        )
+    if tensor.get("datatype") != "FP32":
+        raise ClientError(400, f"input datatype is {tensor.get('datatype')!r}; expected 'FP32'")
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(type(d) is int and d >= 0 for d in shape)  # noqa: E721 - bool is not a dim
+    ):
+        raise ClientError(400, "input 'shape' must be a non-empty list of non-negative integers")
+    data = tensor.get("data")
+    if not isinstance(data, list) or not data:
+        raise ClientError(400, "input 'data' must be a non-empty array of numbers")
+    if b"true" in body or b"false" in body:
+        _reject_booleans(data, "data")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise ClientError(
+            400, "input 'data' must be a flat or rectangular array of numbers"
+        ) from None
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise ClientError(
+            400, f"input 'data' holds {array.size} values but shape {shape} needs {expected}"
+        )
+    if array.dtype.kind in _NUMERIC_KINDS:
+        array = array.reshape(shape)
+    rows = _as_rows(array, "data", model, max_batch)
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ClientError(400, "'id' must be a string")
+    return InferRequest(rows, request_id, _requested_outputs(document.get("outputs")))
+
+
+def _requested_outputs(requested: object) -> tuple[str, ...]:
+    if requested is None:
+        return OUTPUT_NAMES
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise ClientError(400, "'outputs' must be a list of objects with a 'name'")
+    names = tuple(o["name"] for o in requested)
+    unknown = sorted(set(names) - set(OUTPUT_NAMES))
+    if unknown:
+        raise ClientError(400, f"unknown outputs {unknown}; the model has {list(OUTPUT_NAMES)}")
+    return names or OUTPUT_NAMES
+
+
+def encode_infer(
+    model: LoadedModel, request: InferRequest, probabilities: Floats, labels: Labels
+) -> bytes:
+    tensors = {
+        "probabilities": {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": list(probabilities.shape),
+            "data": probabilities.reshape(-1),
+        },
+        "label": {
+            "name": "label",
+            "datatype": "INT64",
+            "shape": [labels.shape[0]],
+            "data": labels,
+        },
+    }
+    response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request.request_id is not None:
+        response["id"] = request.request_id
+    response["outputs"] = [tensors[name] for name in request.outputs]
+    return orjson.dumps(response, option=_DUMPS_OPTIONS)

@@ -1,0 +1,219 @@
+"""Load an exported ONNX model, prove it honours the serving contract, and run it.
+
+The contract (docs/CONTRACTS.md): one float32 input ``input`` of shape [batch, F]; outputs
+``probabilities`` float32 [batch, C] and ``label`` int64 [batch]. A model is checked on a sample
+before it is served, so a bad file fails at start-up or at reload, never on a user's request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from ml.serving.config import DEFAULT_MODEL_NAME
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("probabilities", "label")
+DEFAULT_PIXEL_MAX = 16.0
+
+Floats = npt.NDArray[np.float32]
+Labels = npt.NDArray[np.int64]
+
+
+class ModelError(Exception):
+    """The model cannot be served; the message says which file and which rule."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An inference session plus the facts the API and the metrics report about it."""
+
+    session: ort.InferenceSession
+    name: str
+    version: str
+    git_commit: str
+    features: int
+    num_classes: int
+    pixel_max: float
+    source: str
+    sha256: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, rows: Floats) -> tuple[Floats, Labels]:
+        """Rows [N, F] float32 -> (probabilities [N, C], labels [N])."""
+        probabilities, labels = self.session.run(OUTPUT_NAMES, {INPUT_NAME: rows})
+        return probabilities, labels
+
+    def metadata(self) -> dict[str, Any]:
+        """The registration record (git commit, data hash, params, metrics) plus what is served."""
+        return {
+            **self.record,
+            "model_name": self.name,
+            "version": self.version,
+            "git_commit": self.git_commit,
+            "served": {
+                "source": self.source,
+                "onnx_sha256": self.sha256,
+                "features": self.features,
+                "num_classes": self.num_classes,
+                "pixel_max": self.pixel_max,
+            },
+        }
+
+
+def load_model(
+    uri: str,
+    registration_path: str | None = None,
+    name: str | None = None,
+    intra_op_threads: int = 1,
+) -> LoadedModel:
+    """Load a file path or a registry URI (``models:/<name>@<alias>``, ``models:/<name>/<v>``)."""
+    record: dict[str, Any] | None = None
+    if uri.startswith("models:/"):
+        from ml.serving.registry import fetch_registered_model
+
+        path, record = fetch_registered_model(uri)
+    else:
+        path = Path(uri)
+    if record is None:
+        record = read_registration(path, registration_path)
+    return load_file(path, record, name=name, intra_op_threads=intra_op_threads, source=uri)
+
+
+def read_registration(model_path: Path, registration_path: str | None) -> dict[str, Any]:
+    """The registration record named, else ``registration.json`` beside the model, else empty."""
+    candidate = (
+        Path(registration_path) if registration_path else model_path.with_name("registration.json")
+    )
+    if not candidate.is_file():
+        if registration_path:
+            raise ModelError(f"{candidate}: registration record not found")
+        return {}
+    try:
+        record = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{candidate}: unreadable registration record: {exc}") from exc
+    if not isinstance(record, dict):
+        raise ModelError(f"{candidate}: registration record must be a JSON object")
+    return record
+
+
+def load_file(
+    path: Path,
+    record: dict[str, Any],
+    name: str | None = None,
+    intra_op_threads: int = 1,
+    source: str | None = None,
+) -> LoadedModel:
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from exc
+    sha256 = hashlib.sha256(payload).hexdigest()
+    recorded_sha = record.get("onnx_sha256")
+    if recorded_sha and recorded_sha != sha256:
+        raise ModelError(
+            f"{path}: sha256 {sha256[:12]}... differs from the registration record's "
+            f"{str(recorded_sha)[:12]}...; the record describes another model"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelError(f"{path}: not a loadable ONNX model: {_first_line(exc)}") from exc
+    features = _check_signature(session, path)
+    pixel_max = _pixel_max(record)
+    num_classes = _check_on_sample(session, path, features, pixel_max)
+    return LoadedModel(
+        session=session,
+        name=name or str(record.get("model_name") or DEFAULT_MODEL_NAME),
+        version=str(record.get("version") or f"sha256-{sha256[:12]}"),
+        git_commit=str(record.get("git_commit") or "unknown"),
+        features=features,
+        num_classes=num_classes,
+        pixel_max=pixel_max,
+        source=source or str(path),
+        sha256=sha256,
+        record={**record, "loaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+    )
+
+
+def _check_signature(session: ort.InferenceSession, path: Path) -> int:
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        names = [i.name for i in inputs]
+        raise ModelError(f"{path}: expected exactly one input named {INPUT_NAME!r}, found {names}")
+    shape = inputs[0].shape
+    if inputs[0].type != "tensor(float)" or len(shape) != 2 or not isinstance(shape[1], int):
+        raise ModelError(
+            f"{path}: input {INPUT_NAME!r} is {inputs[0].type} {shape}; "
+            "expected tensor(float) [batch, features]"
+        )
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected = {"probabilities": ("tensor(float)", 2), "label": ("tensor(int64)", 1)}
+    for output_name, (kind, rank) in expected.items():
+        found = outputs.get(output_name)
+        if found is None or found.type != kind or len(found.shape) != rank:
+            got = "missing" if found is None else f"{found.type} {found.shape}"
+            raise ModelError(
+                f"{path}: output {output_name!r} is {got}; expected {kind} of rank {rank}"
+            )
+    return int(shape[1])
+
+
+def _check_on_sample(
+    session: ort.InferenceSession, path: Path, features: int, pixel_max: float
+) -> int:
+    """Run a small batch and check shapes, normalisation and label = argmax before serving."""
+    sample = np.stack(
+        [
+            np.zeros(features, dtype=np.float32),
+            np.linspace(0.0, pixel_max, features, dtype=np.float32),
+            np.full(features, pixel_max / 2, dtype=np.float32),
+        ]
+    )
+    try:
+        probabilities, labels = session.run(OUTPUT_NAMES, {INPUT_NAME: sample})
+    except Exception as exc:  # a graph that loads can still fail to run (bad reshape, ...)
+        raise ModelError(f"{path}: fails on a sample batch: {_first_line(exc)}") from exc
+    n = sample.shape[0]
+    if probabilities.ndim != 2 or probabilities.shape[0] != n or labels.shape != (n,):
+        raise ModelError(
+            f"{path}: on a batch of {n} the outputs have shapes {list(probabilities.shape)} "
+            f"and {list(labels.shape)}; expected [{n}, classes] and [{n}]"
+        )
+    if not np.all(np.isfinite(probabilities)) or not np.allclose(
+        probabilities.sum(axis=1), 1.0, atol=1e-3
+    ):
+        raise ModelError(f"{path}: 'probabilities' rows are not a probability distribution")
+    if not np.array_equal(labels, probabilities.argmax(axis=1)):
+        raise ModelError(f"{path}: 'label' is not the argmax of 'probabilities'")
+    return int(probabilities.shape[1])
+
+
+def _pixel_max(record: dict[str, Any]) -> float:
+    params = record.get("params")
+    data = params.get("data") if isinstance(params, dict) else None
+    value = data.get("pixel_max") if isinstance(data, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and value > 0:
+            return float(value)
+    return DEFAULT_PIXEL_MAX
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -1,0 +1,77 @@
+"""Resolve ``models:/<name>@<alias>`` and ``models:/<name>/<version>`` through the MLflow registry.
+
+Imported only when such a URI is used, so a service started on a baked-in file never pays for
+importing mlflow (cold start). The store is the pipeline's (``ml.tracking``):
+``MLFLOW_TRACKING_URI`` or the repo's SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ml.serving.model import ModelError
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """-> (name, alias, version); exactly one of alias and version is set."""
+    match = _URI.match(uri)
+    if match is None:
+        raise ModelError(
+            f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version> (digits)"
+        )
+    return match["name"], match["alias"], match["version"]
+
+
+def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
+    """Download the registered version's artifacts; -> (path of its one .onnx file, record)."""
+    name, alias, version = parse_registry_uri(uri)
+    try:
+        import mlflow
+        from mlflow import MlflowClient
+    except ImportError as exc:  # the serving image may leave mlflow out on purpose
+        raise ModelError(f"{uri}: registry URIs need the mlflow package installed") from exc
+    from ml.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias is not None
+            else client.get_model_version(name, str(version))
+        )
+        destination = tempfile.mkdtemp(prefix="serving-model-")
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{found.version}", dst_path=destination
+        )
+        run = client.get_run(found.run_id) if found.run_id else None
+    except Exception as exc:  # mlflow raises MlflowException, OSError, HTTP errors ...
+        raise ModelError(f"{uri}: registry lookup failed: {str(exc).splitlines()[0]}") from exc
+    onnx_files = sorted(Path(local).rglob("*.onnx"))
+    if len(onnx_files) != 1:
+        raise ModelError(
+            f"{uri}: version {found.version} holds {len(onnx_files)} .onnx files; expected one"
+        )
+    record_file = onnx_files[0].with_name("registration.json")
+    if record_file.is_file():
+        record: dict[str, Any] = json.loads(record_file.read_text(encoding="utf-8"))
+    else:
+        tags = dict(run.data.tags) if run is not None else {}
+        record = {
+            "run_id": found.run_id,
+            "git_commit": found.tags.get("git_commit") or tags.get("mlflow.source.git.commit"),
+            "params": dict(run.data.params) if run is not None else {},
+            "metrics": dict(run.data.metrics) if run is not None else {},
+        }
+    record.update(
+        model_name=name,
+        version=str(found.version),
+        alias=alias or record.get("alias"),
+        model_uri=f"models:/{name}/{found.version}",
+    )
+    return onnx_files[0], record
