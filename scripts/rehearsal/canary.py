@@ -1,0 +1,577 @@
+"""The canary step driver: walks a rendered Rollout's steps as the Rollouts controller would, with
+the analysis runs of `analysis.py`, and says what would happen: Promoted, Aborted, or Paused.
+
+What each step does (REFERENCE.md, "Canary steps and what analysis outcomes do"):
+
+- ``setWeight``: the canary's traffic share changes at once (`set_weight` callback: the
+  orchestrator re-splits its load). Before the first setWeight the canary gets 0 %.
+- ``pause: {duration}``: waits the duration divided by `time_factor`.
+- ``pause: {}``: a manual promotion gate. A rehearsal cannot press the button for a human, so by
+  default it *passes* the gate and says so in the timeline and the verdict (``gates_passed``);
+  with ``manual_gates="stop"`` it ends there with "Paused (manual gate)". Passing is the default
+  because the question the rehearsal answers is "does the analysis let this model through", and
+  stopping would hide every analysis after the gate.
+- ``analysis``: an inline AnalysisRun blocks the rollout at the current weight until it completes.
+- ``strategy.canary.analysis``: a background run, started once the step index reaches
+  ``startingStep`` (0-based; from the start when unset), running until the rollout ends; the
+  rollout terminates it when it is promoted (indefinite metrics then end Successful).
+
+Outcomes: Successful -> next step; Inconclusive -> rollout Paused (a human decides); Failed or
+Error -> abort (traffic back to stable, rollout Degraded, reason RolloutAborted). After the last
+step the canary is promoted to 100 %.
+
+Steps are numbered from 0, like the controller's ``currentStepIndex`` and ``startingStep``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+from scripts.rehearsal.analysis import (
+    AnalysisRun,
+    AnalysisSpecError,
+    Clock,
+    Measurement,
+    Phase,
+    RehearsalUnsupported,
+    pause_seconds,
+    run_spec_from_templates,
+)
+from scripts.rehearsal.prometheus import QueryFunction
+
+
+class RolloutSpecError(ValueError):
+    """The rendered Rollout or its templates cannot be rehearsed as given (a tool error)."""
+
+
+class RehearsalTimeout(RuntimeError):
+    """The rollout did not reach a verdict within the rehearsal's time budget."""
+
+
+class Outcome(str, Enum):
+    PROMOTED = "Promoted"
+    ABORTED = "Aborted"
+    PAUSED = "Paused"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+EXIT_CODES = {Outcome.PROMOTED: 0, Outcome.ABORTED: 1, Outcome.PAUSED: 2}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    step: int | None = None  # the step during which the rollout was aborted or paused
+    metric: str = ""
+    reason: str = ""
+    run: str = ""
+    gates_passed: tuple[int, ...] = ()  # manual gates the rehearsal passed on a human's behalf
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+    def headline(self) -> str:
+        if self.outcome == Outcome.PROMOTED:
+            text = "Promoted"
+            if self.gates_passed:
+                gates = ", ".join(str(step) for step in self.gates_passed)
+                text += f" (manual gate at step {gates} passed by the rehearsal)"
+            return text
+        where = f" at step {self.step}" if self.step is not None else ""
+        if self.outcome == Outcome.ABORTED:
+            return f"Aborted{where} ({self.metric or self.run}: {self.reason})"
+        if self.metric:
+            return f"Paused (inconclusive){where} ({self.metric}: {self.reason})"
+        return f"Paused ({self.reason}){where}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the timeline."""
+
+    at: float  # seconds since the rehearsal started (scaled time: what really elapsed)
+    step: int | None
+    weight: int
+    kind: Literal["step", "measurement", "run", "note", "verdict"]
+    text: str
+    run: str = ""
+    metric: str = ""
+    value: str = ""
+    phase: str = ""
+
+
+@dataclass
+class RunRecord:
+    label: str  # "step 2" or "background"
+    step: int | None
+    run: AnalysisRun
+    templates: tuple[str, ...]
+
+
+@dataclass
+class RehearsalResult:
+    verdict: Verdict
+    events: list[Event]
+    runs: list[RunRecord]
+    duration: float
+    time_factor: float
+    steps: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Args from the Rollout (valueFrom)
+
+
+_PATH_SPLIT = re.compile(r"[.\[\]]+")
+_METADATA_MAP = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
+
+
+def field_path_value(rollout: Mapping[str, Any], path: str) -> str:
+    """valueFrom.fieldRef.fieldPath: metadata paths as Kubernetes' fieldpath
+    (``metadata.labels['k']``, ``metadata.annotations['k']``, ``metadata.name``...), anything else
+    walked through the Rollout like extractValueFromRollout (``spec.template.metadata.labels.x``).
+    """
+    metadata = rollout.get("metadata") or {}
+    matched = _METADATA_MAP.fullmatch(path)
+    if matched:
+        values = metadata.get(matched.group(1)) or {}
+        # fieldpath returns "" for a missing key, it is not an error.
+        return str(values.get(matched.group(2), ""))
+    if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+        return str(metadata.get(path.split(".", 1)[1], ""))
+    node: Any = rollout
+    for section in _PATH_SPLIT.split(path):
+        if section == "":
+            continue
+        if isinstance(node, list):
+            if not section.isdigit():
+                raise AnalysisSpecError(f"invalid index '{section}'")
+            if int(section) >= len(node):
+                raise AnalysisSpecError(f"index {section} out of range")
+            node = node[int(section)]
+        elif isinstance(node, Mapping):
+            node = node.get(section)
+        else:
+            raise AnalysisSpecError(f"invalid path {path} in rollout")
+    if node is None:
+        raise AnalysisSpecError(f"invalid path {path} in rollout")
+    if isinstance(node, (Mapping, list)):
+        raise AnalysisSpecError(f"path {path} in rollout must terminate in a primitive value")
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    return str(node)
+
+
+@dataclass(frozen=True)
+class RolloutArgs:
+    """Resolves `valueFrom` as the controller does for this rollout: pod-template hashes of the
+    stable and the canary (Latest) ReplicaSets, and fieldRefs into the Rollout itself."""
+
+    rollout: Mapping[str, Any]
+    stable_hash: str
+    canary_hash: str
+
+    def __call__(self, name: str, value_from: Mapping[str, Any]) -> str:
+        if "podTemplateHashValue" in value_from:
+            which = value_from["podTemplateHashValue"]
+            if which == "Stable":
+                return self.stable_hash
+            if which == "Latest":
+                return self.canary_hash
+            raise AnalysisSpecError(f"args.{name}: podTemplateHashValue {which!r} is invalid")
+        field_ref = value_from.get("fieldRef")
+        if isinstance(field_ref, Mapping) and "fieldPath" in field_ref:
+            return field_path_value(self.rollout, str(field_ref["fieldPath"]))
+        if "secretKeyRef" in value_from:
+            raise RehearsalUnsupported(
+                f"args.{name}: secretKeyRef cannot be resolved without a cluster"
+            )
+        raise AnalysisSpecError(f"args.{name}: unsupported valueFrom {dict(value_from)!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+_STEP_KINDS = (
+    "setWeight",
+    "pause",
+    "analysis",
+    "experiment",
+    "setCanaryScale",
+    "setHeaderRoute",
+    "setMirrorRoute",
+    "plugin",
+)
+# Steps that only shape traffic in ways a two-process rehearsal has no equivalent for.
+_NO_EFFECT_STEPS = ("setCanaryScale", "setHeaderRoute", "setMirrorRoute", "plugin")
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    kind: str
+    body: Any
+
+    def describe(self) -> str:
+        if self.kind == "setWeight":
+            return f"setWeight {self.body}"
+        if self.kind == "pause":
+            duration = (self.body or {}).get("duration")
+            if duration is None:
+                return "pause (manual gate)"
+            # an int (or a digits-only string) means seconds
+            return f"pause {duration}s" if str(duration).isdigit() else f"pause {duration}"
+        if self.kind == "analysis":
+            return "analysis " + ", ".join(_template_names(self.body))
+        return self.kind
+
+
+def _template_names(analysis: Mapping[str, Any]) -> list[str]:
+    return [str(t.get("templateName")) for t in analysis.get("templates") or []]
+
+
+def parse_steps(rollout: Mapping[str, Any]) -> list[Step]:
+    canary = _canary(rollout)
+    steps: list[Step] = []
+    for index, raw in enumerate(canary.get("steps") or []):
+        kinds = [key for key in raw if key in _STEP_KINDS] if isinstance(raw, Mapping) else []
+        if len(kinds) != 1:
+            raise RolloutSpecError(f"step {index}: expected exactly one step kind, got {raw!r}")
+        kind = kinds[0]
+        body = raw[kind]
+        if kind == "experiment":
+            raise RehearsalUnsupported(f"step {index}: experiment steps cannot be rehearsed")
+        if kind == "setWeight":
+            if isinstance(body, bool) or not isinstance(body, int) or not 0 <= body <= 100:
+                raise RolloutSpecError(f"step {index}: setWeight must be an int in 0..100")
+        if kind == "pause":
+            duration = (body or {}).get("duration")
+            if duration is not None:
+                try:
+                    if pause_seconds(duration) < 0:
+                        raise ValueError("negative")
+                except ValueError:
+                    raise RolloutSpecError(
+                        f"step {index}: invalid pause duration {duration!r}"
+                    ) from None
+        if kind == "analysis" and not _template_names(body or {}):
+            raise RolloutSpecError(f"step {index}: analysis step without templates")
+        steps.append(Step(index, kind, body))
+    return steps
+
+
+def _canary(rollout: Mapping[str, Any]) -> Mapping[str, Any]:
+    if rollout.get("kind") != "Rollout":
+        raise RolloutSpecError(f"expected a Rollout, got kind {rollout.get('kind')!r}")
+    canary = ((rollout.get("spec") or {}).get("strategy") or {}).get("canary")
+    if not isinstance(canary, Mapping):
+        raise RolloutSpecError("the Rollout has no canary strategy (spec.strategy.canary)")
+    return canary
+
+
+def find_templates(
+    analysis: Mapping[str, Any], templates: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The (Cluster)AnalysisTemplates an analysis block references, from the rendered manifests."""
+    found: list[Mapping[str, Any]] = []
+    for ref in analysis.get("templates") or []:
+        kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
+        name = ref.get("templateName")
+        matches = [
+            t
+            for t in templates
+            if t.get("kind") == kind and (t.get("metadata") or {}).get("name") == name
+        ]
+        if not matches:
+            raise RolloutSpecError(f"{kind} {name!r} is not in the rendered manifests")
+        found.append(matches[0])
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+WeightSetter = Callable[[int], None]
+EventSink = Callable[[Event], None]
+
+
+class CanaryRehearsal:
+    """Plays one rollout of `rollout` (a rendered Rollout dict) to a verdict.
+
+    `query` answers Prometheus queries, `clock` supplies time (FakeClock in tests), `set_weight`
+    is called with the canary's share at every setWeight and on abort/promotion, `on_event` sees
+    every timeline event as it happens (the CLI prints them). `max_seconds` bounds the whole
+    rehearsal in clock time; an inline analysis with an indefinite metric would otherwise block
+    forever, exactly as it would in the cluster.
+    """
+
+    def __init__(
+        self,
+        rollout: Mapping[str, Any],
+        templates: Sequence[Mapping[str, Any]],
+        query: QueryFunction,
+        clock: Clock,
+        *,
+        time_factor: float = 60.0,
+        stable_hash: str = "stable",
+        canary_hash: str = "canary",
+        set_weight: WeightSetter | None = None,
+        on_event: EventSink | None = None,
+        manual_gates: Literal["pass", "stop"] = "pass",
+        max_seconds: float = 600.0,
+        default_address: str | None = None,
+    ) -> None:
+        if time_factor <= 0:
+            raise ValueError("time_factor must be > 0")
+        self.rollout = rollout
+        self.templates = templates
+        self.query = query
+        self.clock = clock
+        self.time_factor = time_factor
+        self.args = RolloutArgs(rollout, stable_hash, canary_hash)
+        self.set_weight_callback = set_weight
+        self.on_event = on_event
+        self.manual_gates = manual_gates
+        self.max_seconds = max_seconds
+        self.default_address = default_address
+        self.steps = parse_steps(rollout)
+        canary = _canary(rollout)
+        self.background: Mapping[str, Any] | None = canary.get("analysis")
+        self.events: list[Event] = []
+        self.records: list[RunRecord] = []
+        self.weight = 0
+        self.step_index = 0
+        self.start = 0.0
+        self.gates_passed: list[int] = []
+        # Resolve every referenced template now: a missing one is a tool error before any load.
+        for step in self.steps:
+            if step.kind == "analysis":
+                find_templates(step.body, templates)
+        if self.background is not None:
+            find_templates(self.background, templates)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _emit(self, kind: Any, text: str, **fields: str) -> None:
+        step = self.step_index if self.step_index < len(self.steps) else None
+        event = Event(
+            round(self.clock.now() - self.start, 3), step, self.weight, kind, text, **fields
+        )
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _set_weight(self, weight: int, force: bool = False) -> None:
+        # The first call always goes out: it tells the load generator where the split starts.
+        if weight == self.weight and not force:
+            return
+        self.weight = weight
+        if self.set_weight_callback is not None:
+            self.set_weight_callback(weight)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def _start_run(self, label: str, step: int | None, analysis: Mapping[str, Any]) -> RunRecord:
+        templates = find_templates(analysis, self.templates)
+        names = tuple(_template_names(analysis))
+        spec: Any
+        try:
+            spec = run_spec_from_templates(
+                templates,
+                analysis.get("args") or [],
+                self.args,
+                analysis.get("dryRun") or [],
+                analysis.get("measurementRetention") or [],
+            )
+        except AnalysisSpecError as exc:
+            spec = exc
+        name = f"{label.replace(' ', '-')}-{'-'.join(names)}"
+        run = AnalysisRun(
+            name,
+            spec,
+            self.query,
+            self.clock,
+            time_factor=self.time_factor,
+            default_address=self.default_address,
+        )
+        record = RunRecord(label, step, run, names)
+        self.records.append(record)
+        self._emit("run", f"{label}: AnalysisRun started ({', '.join(names)})", run=label)
+        return record
+
+    def _reconcile(self, record: RunRecord) -> None:
+        before = record.run.phase
+        for measurement in record.run.reconcile():
+            self._measured(record, measurement)
+        self._report_phase(record, before)
+
+    def _measured(self, record: RunRecord, measurement: Measurement) -> None:
+        value = measurement.value or "-"
+        text = f"{record.label}: {measurement.metric} = {value} -> {measurement.phase}"
+        if measurement.message:
+            text += f" ({measurement.message})"
+        self._emit(
+            "measurement",
+            text,
+            run=record.label,
+            metric=measurement.metric,
+            value=measurement.value,
+            phase=str(measurement.phase),
+        )
+
+    def _report_phase(self, record: RunRecord, before: Phase) -> None:
+        run = record.run
+        if run.phase != before and run.phase.completed:
+            text = f"{record.label}: AnalysisRun {run.phase}"
+            if run.message:
+                text += f" ({run.message})"
+            self._emit("run", text, run=record.label, phase=str(run.phase))
+
+    def _verdict_from_run(self, record: RunRecord, step: int | None) -> Verdict | None:
+        run = record.run
+        if not run.phase.completed or run.phase == Phase.SUCCESSFUL:
+            return None
+        culprit = run.failing_metric
+        metric = culprit.name if culprit else ""
+        reason = f"{run.phase}: {culprit.message}" if culprit else f"{run.phase}: {run.message}"
+        if run.phase == Phase.INCONCLUSIVE:
+            return Verdict(Outcome.PAUSED, step, metric, reason, record.label)
+        return Verdict(Outcome.ABORTED, step, metric, reason, record.label)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self) -> RehearsalResult:
+        self.start = self.clock.now()
+        deadline = self.start + self.max_seconds
+        self._set_weight(0, force=True)
+        background: RunRecord | None = None
+        starting_step = int((self.background or {}).get("startingStep") or 0)
+        step_run: RunRecord | None = None
+        pause_until: float | None = None
+        entered = -1
+        verdict: Verdict | None = None
+
+        while verdict is None:
+            if self.step_index >= len(self.steps):
+                break
+            step = self.steps[self.step_index]
+            if background is None and self.background is not None:
+                if self.step_index >= starting_step:
+                    background = self._start_run("background", None, self.background)
+            if entered != self.step_index:
+                entered = self.step_index
+                verdict = self._enter(step)
+                if verdict is not None:
+                    break
+                if step.kind == "setWeight" or step.kind in _NO_EFFECT_STEPS:
+                    self.step_index += 1
+                    continue
+                if step.kind == "pause":
+                    duration = (step.body or {}).get("duration")
+                    if duration is None:
+                        # a passed manual gate: the human promotes at once
+                        self.step_index += 1
+                        continue
+                    pause_until = self.clock.now() + pause_seconds(duration) / self.time_factor
+                if step.kind == "analysis":
+                    step_run = self._start_run(f"step {step.index}", step.index, step.body)
+
+            active = [r for r in (background, step_run) if r is not None]
+            for record in active:
+                self._reconcile(record)
+            if background is not None:
+                verdict = self._verdict_from_run(background, self.step_index)
+                if verdict is not None:
+                    break
+            if step.kind == "analysis" and step_run is not None:
+                verdict = self._verdict_from_run(step_run, step.index)
+                if verdict is not None:
+                    break
+                if step_run.run.phase == Phase.SUCCESSFUL:
+                    step_run = None
+                    self.step_index += 1
+                    continue
+            if step.kind == "pause" and pause_until is not None:
+                if self.clock.now() >= pause_until:
+                    self._emit("note", f"step {step.index}: pause over")
+                    pause_until = None
+                    self.step_index += 1
+                    continue
+
+            wakes = [r.run.next_reconcile_at() for r in active]
+            candidates = [t for t in wakes if t is not None]
+            if pause_until is not None:
+                candidates.append(pause_until)
+            if not candidates:
+                raise RehearsalTimeout(
+                    f"step {step.index} ({step.describe()}) waits for nothing that can happen"
+                )
+            wake = min(candidates)
+            if wake > deadline:
+                raise RehearsalTimeout(
+                    f"no verdict within {self.max_seconds:g} s: step {step.index} "
+                    f"({step.describe()}) is still running (an indefinite metric in an inline "
+                    "analysis never completes; give it a count)"
+                )
+            self.clock.sleep_until(wake)
+
+        if verdict is None:
+            verdict = self._promote(background)
+        else:
+            self._end(verdict, background, step_run)
+        self._emit("verdict", verdict.headline(), phase=str(verdict.outcome))
+        return RehearsalResult(
+            verdict,
+            self.events,
+            self.records,
+            round(self.clock.now() - self.start, 3),
+            self.time_factor,
+            [step.describe() for step in self.steps],
+        )
+
+    def _enter(self, step: Step) -> Verdict | None:
+        self._emit("step", f"step {step.index}: {step.describe()}")
+        if step.kind == "setWeight":
+            self._set_weight(int(step.body))
+            self._emit("note", f"canary weight {self.weight}%")
+        elif step.kind in _NO_EFFECT_STEPS:
+            self._emit("note", f"step {step.index}: {step.kind} has no effect in a rehearsal")
+        elif step.kind == "pause" and (step.body or {}).get("duration") is None:
+            if self.manual_gates == "stop":
+                return Verdict(Outcome.PAUSED, step.index, reason="manual gate")
+            self.gates_passed.append(step.index)
+            self._emit(
+                "note",
+                f"step {step.index}: manual gate passed by the rehearsal (a human promotes here)",
+            )
+        return None
+
+    def _promote(self, background: RunRecord | None) -> Verdict:
+        self._set_weight(100)
+        if background is not None:
+            before = background.run.phase
+            background.run.terminate()
+            self._report_phase(background, before)
+        return Verdict(Outcome.PROMOTED, gates_passed=tuple(self.gates_passed))
+
+    def _end(self, verdict: Verdict, *records: RunRecord | None) -> None:
+        if verdict.outcome == Outcome.ABORTED:
+            self._set_weight(0)
+            self._emit("note", "rollout aborted: traffic back to stable (RolloutAborted)")
+            for record in records:
+                if record is not None and not record.run.phase.completed:
+                    before = record.run.phase
+                    record.run.terminate()
+                    self._report_phase(record, before)
+        elif verdict.reason != "manual gate":
+            self._emit(
+                "note", "rollout paused: waiting for a human (kubectl argo rollouts promote)"
+            )
