@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytest
-from conftest import ScriptedPrometheus, metric, template
+from rehearsal_fakes import ScriptedPrometheus, metric, template
 
 from scripts.rehearsal.analysis import (
     AnalysisRun,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ScriptedPrometheus, metric, template
+from rehearsal_fakes import ScriptedPrometheus, metric, template
 
 from scripts.rehearsal.analysis import FakeClock, Phase, RehearsalUnsupported, scalar, vector
 from scripts.rehearsal.canary import (
