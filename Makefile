@@ -40,5 +40,6 @@ test: lint $(READY) ## every check: lint, then all tests with coverage >= 80% on
 bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-param change
 	$(PY) -m scripts.bench_pipeline
 
-clean: ## remove generated outputs (keeps .venv and the DVC cache)
-	rm -rf data/prepared reports models metrics .bench .pytest_cache .mypy_cache .coverage* coverage.xml
+clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git-tracked metrics)
+	rm -rf data/prepared models/model.pt models/model.onnx reports/figures .bench
+	rm -rf .pytest_cache .mypy_cache .coverage .coverage.* coverage.xml

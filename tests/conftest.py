@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.repo_copy import copy_repo
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,29 +36,6 @@ def run(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
-
-
-def copy_repo(target: Path) -> Path:
-    """A fresh git repo holding the committed and working-tree versions of the tracked files."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    run(["git", "init", "-q", "-b", "main"], target)
-    run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A"], target)
-    run(
-        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qm", "copy"],
-        target,
-    )
-    return target
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,38 @@
+"""A throw-away git copy of this repository, for benchmarks and tests that must not touch it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_GIT_ID = ["-c", "user.email=bench@example.com", "-c", "user.name=bench"]
+
+
+def copy_repo(target: Path, source: Path = REPO) -> Path:
+    """Copy tracked and untracked-but-not-ignored files into `target` and commit them there."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        if (source / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, target / name)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=target, check=True)
+    subprocess.run(["git", *_GIT_ID, "add", "-A"], cwd=target, check=True)
+    subprocess.run(["git", *_GIT_ID, "commit", "-qm", "copy"], cwd=target, check=True)
+    return target
+
+
+def remove_outputs(workspace: Path, paths: tuple[str, ...]) -> None:
+    for name in paths:
+        path = workspace / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
