@@ -1,0 +1,227 @@
+"""Argo Rollouts analysis: what a Rollout references, and AnalysisTemplate specs the controller
+would reject or mis-evaluate (REFERENCE.md: invalid specs put the run in Error, an empty result
+makes `result[0]` raise, NaN makes every comparison false)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from scripts.manifests.model import Finding, Obj
+
+TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
+_PLACEHOLDER = re.compile(r"{{\s*([^}]*?)\s*}}")
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_FIELDREF_ANNOTATION = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
+
+
+@dataclass(frozen=True)
+class AnalysisRef:
+    """One use of analysis templates by a Rollout: where, which templates, which args."""
+
+    field: str
+    templates: list[tuple[str, bool]]
+    args: list[dict[str, Any]]
+
+
+def analysis_refs(rollout: Obj) -> list[AnalysisRef]:
+    """Every step analysis and the background analysis of a Rollout's canary strategy."""
+    canary = (((rollout.get("spec") or {}).get("strategy") or {}).get("canary")) or {}
+    refs: list[AnalysisRef] = []
+    blocks: list[tuple[str, Any]] = []
+    for i, step in enumerate(canary.get("steps") or []):
+        if isinstance(step, dict) and isinstance(step.get("analysis"), dict):
+            blocks.append((f"spec.strategy.canary.steps[{i}].analysis", step["analysis"]))
+    if isinstance(canary.get("analysis"), dict):
+        blocks.append(("spec.strategy.canary.analysis", canary["analysis"]))
+    for field, block in blocks:
+        templates = [
+            (str(t.get("templateName", "")), bool(t.get("clusterScope")))
+            for t in block.get("templates") or []
+            if isinstance(t, dict)
+        ]
+        args = [a for a in block.get("args") or [] if isinstance(a, dict)]
+        refs.append(AnalysisRef(field, templates, args))
+    return refs
+
+
+def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Values of a step's args as the controller resolves them before a run starts.
+
+    `value` and `fieldRef` to the Rollout's own metadata resolve here; `podTemplateHashValue`
+    is only known in a live cluster (None). The canary rehearsal uses this to get the thresholds.
+    """
+    meta = rollout.get("metadata") or {}
+    out: dict[str, str | None] = {}
+    for arg in args:
+        name = str(arg.get("name"))
+        if "value" in arg:
+            out[name] = None if arg["value"] is None else str(arg["value"])
+            continue
+        field_ref = ((arg.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if not field_ref:
+            out[name] = None
+            continue
+        if field_ref == "metadata.namespace":
+            out[name] = meta.get("namespace")
+            continue
+        if field_ref == "metadata.name":
+            out[name] = meta.get("name")
+            continue
+        match = _FIELDREF_ANNOTATION.match(str(field_ref))
+        value = (meta.get(match.group(1)) or {}).get(match.group(2)) if match else None
+        out[name] = None if value is None else str(value)
+    return out
+
+
+def check_references(objects: list[Obj]) -> Iterator[Finding]:
+    """Referenced templates exist; required args are supplied; fieldRef args resolve."""
+    templates = {
+        (o.get("kind"), (o.get("metadata") or {}).get("name")): o
+        for o in objects
+        if o.get("kind") in TEMPLATE_KINDS
+    }
+    for rollout in (o for o in objects if o.get("kind") == "Rollout"):
+        for ref in analysis_refs(rollout):
+            supplied = {str(a.get("name")) for a in ref.args}
+            for j, (name, cluster) in enumerate(ref.templates):
+                kind = "ClusterAnalysisTemplate" if cluster else "AnalysisTemplate"
+                field = f"{ref.field}.templates[{j}].templateName"
+                template = templates.get((kind, name))
+                if template is None:
+                    yield Finding("reference", rollout, field, f"{kind} {name!r} does not exist")
+                    continue
+                for arg in (template.get("spec") or {}).get("args") or []:
+                    if "value" in arg or "valueFrom" in arg:
+                        continue
+                    if arg.get("name") not in supplied:
+                        yield Finding(
+                            "reference",
+                            rollout,
+                            f"{ref.field}.args",
+                            f"arg {arg.get('name')!r} required by {kind} {name!r} is not supplied",
+                        )
+            for k, arg in enumerate(ref.args):
+                field = f"{ref.field}.args[{k}]"
+                if "value" not in arg and "valueFrom" not in arg:
+                    yield Finding(
+                        "reference", rollout, field, "arg has neither value nor valueFrom"
+                    )
+                path = ((arg.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+                if path and resolve_static_args(rollout, [arg]).get(str(arg.get("name"))) is None:
+                    yield Finding(
+                        "reference",
+                        rollout,
+                        f"{field}.valueFrom.fieldRef.fieldPath",
+                        f"{path!r} resolves to nothing on this Rollout",
+                    )
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return None
+
+
+def _check_condition(template: Obj, field: str, condition: str) -> Iterator[Finding]:
+    if "result[0]" not in condition:
+        return
+    if not re.search(r"len\(result\)\s*(>|>=|!=)\s*[01]", condition):
+        yield Finding(
+            "analysis",
+            template,
+            field,
+            "indexes result[0] without a `len(result) > 0` guard: an empty Prometheus vector "
+            "(no data) makes the measurement Error instead of Inconclusive/Failed",
+        )
+    if "isNaN(result[0])" not in condition:
+        yield Finding(
+            "analysis",
+            template,
+            field,
+            "compares result[0] without `!isNaN(result[0])`: NaN (0/0 without traffic) makes "
+            "every comparison false",
+        )
+
+
+def _check_metric(
+    template: Obj, i: int, metric: dict[str, Any], args: set[str]
+) -> Iterator[Finding]:
+    base = f"spec.metrics[{i}]"
+    for placeholder in _PLACEHOLDER.findall(json.dumps(metric)):
+        if not placeholder.startswith("args."):
+            yield Finding(
+                "analysis",
+                template,
+                base,
+                f"template placeholder {{{{{placeholder}}}}} is not an arg",
+            )
+        elif placeholder[5:] not in args:
+            yield Finding(
+                "analysis", template, base, f"{{{{{placeholder}}}}} names an undeclared arg"
+            )
+    for key in ("interval", "initialDelay"):
+        value = metric.get(key)
+        if isinstance(value, str) and "{{" not in value and not _DURATION.match(value):
+            yield Finding("analysis", template, f"{base}.{key}", f"{value!r} is not a duration")
+    count, interval = _as_int(metric.get("count")), metric.get("interval")
+    failure_limit = _as_int(metric.get("failureLimit"))
+    if count is not None and count > 1 and not interval:
+        yield Finding("analysis", template, f"{base}.count", "count > 1 needs an interval")
+    if count is not None and failure_limit is not None and 0 < count < failure_limit:
+        yield Finding(
+            "analysis", template, f"{base}.count", "count is below failureLimit: can never fail"
+        )
+    for key in ("failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "count"):
+        value = _as_int(metric.get(key))
+        if value is None or value >= 0:
+            continue
+        if (
+            key == "failureLimit"
+            and value == -1
+            and (_as_int(metric.get("consecutiveSuccessLimit")) or 0) > 0
+        ):
+            continue
+        yield Finding("analysis", template, f"{base}.{key}", f"{key} {value} is negative")
+    providers = [k for k, v in (metric.get("provider") or {}).items() if v is not None]
+    if len(providers) != 1:
+        yield Finding(
+            "analysis", template, f"{base}.provider", f"needs exactly one provider, has {providers}"
+        )
+    for key in ("successCondition", "failureCondition"):
+        if isinstance(metric.get(key), str):
+            yield from _check_condition(template, f"{base}.{key}", metric[key])
+
+
+def check_templates(objects: list[Obj]) -> Iterator[Finding]:
+    """AnalysisTemplate specs the controller would put in Error, or conditions that mis-handle
+    no-data: duplicate metric names, unknown placeholders, bad durations and limits."""
+    for template in (o for o in objects if o.get("kind") in TEMPLATE_KINDS):
+        spec = template.get("spec") or {}
+        args = {str(a.get("name")) for a in spec.get("args") or [] if isinstance(a, dict)}
+        seen: set[str] = set()
+        for i, metric in enumerate(spec.get("metrics") or []):
+            if not isinstance(metric, dict):
+                continue
+            name = str(metric.get("name"))
+            if name in seen:
+                yield Finding(
+                    "analysis", template, f"spec.metrics[{i}].name", f"duplicate {name!r}"
+                )
+            seen.add(name)
+            yield from _check_metric(template, i, metric, args)
+
+
+def prometheus_queries(objects: list[Obj]) -> Iterator[tuple[Obj, str, str]]:
+    """(template, field, PromQL) for every Prometheus metric of every analysis template."""
+    for template in (o for o in objects if o.get("kind") in TEMPLATE_KINDS):
+        for i, metric in enumerate((template.get("spec") or {}).get("metrics") or []):
+            prom = ((metric or {}).get("provider") or {}).get("prometheus") or {}
+            if isinstance(prom.get("query"), str):
+                yield template, f"spec.metrics[{i}].provider.prometheus.query", prom["query"]

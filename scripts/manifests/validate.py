@@ -1,0 +1,80 @@
+"""Render a target and run every check on what it renders; place each finding in a source file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.manifests import alerts, analysis, metrics, policy, references
+from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
+from scripts.manifests.render import RenderError, render_overlay
+from scripts.manifests.schema import SchemaValidator
+from scripts.manifests.sources import kustomization_file, locate, source_documents
+
+
+@dataclass
+class Checks:
+    """What to check against: the exported metric names and where they came from."""
+
+    exported_metrics: set[str]
+    metrics_source: str
+    root: Path = REPO_ROOT
+    promtool: bool = True
+    rendered_targets: set[Path] = field(default_factory=set)
+    schemas: SchemaValidator = field(default_factory=SchemaValidator)
+
+
+def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[Finding]:
+    """Every check on one target's rendered objects (order: schema first, then semantics)."""
+    findings: list[Finding] = []
+    for obj in objects:
+        findings += checks.schemas.validate(obj)
+    findings += policy.check_policy(objects)
+    findings += references.check_selectors(objects)
+    findings += references.check_object_refs(objects)
+    findings += references.check_release_image(objects, target, checks.root)
+    findings += references.check_applicationsets(objects, checks.rendered_targets, checks.root)
+    findings += analysis.check_references(objects)
+    findings += analysis.check_templates(objects)
+    findings += metrics.check_metrics(objects, checks.exported_metrics)
+    if checks.promtool:
+        findings += alerts.check_rules(objects)
+    return findings
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def validate_target(target: Path, checks: Checks) -> TargetResult:
+    """Render one kustomization, validate it, and map findings to files."""
+    name = _rel(target, checks.root)
+    result = TargetResult(name)
+    start = time.perf_counter()
+    try:
+        result.objects = render_overlay(target)
+    except RenderError as exc:
+        result.render_seconds = time.perf_counter() - start
+        kfile = kustomization_file(target)
+        result.problems.append(
+            Problem("render", name, _rel(kfile or target, checks.root), "", "", str(exc))
+        )
+        return result
+    result.render_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    findings = validate_objects(result.objects, target, checks)
+    docs = source_documents(target)
+    for f in findings:
+        file = locate(f.obj, f.field, docs, target, checks.root)
+        result.problems.append(Problem(f.check, name, file, object_id(f.obj), f.field, f.message))
+    result.validate_seconds = time.perf_counter() - start
+    return result
+
+
+def validate_all(targets: list[Path], checks: Checks) -> list[TargetResult]:
+    checks.rendered_targets = {t.resolve() for t in targets}
+    return [validate_target(t, checks) for t in targets]
