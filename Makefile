@@ -43,3 +43,28 @@ bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-
 clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git-tracked metrics)
 	rm -rf data/prepared models/model.pt models/model.onnx reports/figures .bench
 	rm -rf .pytest_cache .mypy_cache .coverage .coverage.* coverage.xml
+
+# ---- Desired state (apps/, rollouts/, clusters/): render, validate, diff, benchmark ------------
+# All logic lives in scripts/manifests (python -m scripts.manifests --help) and scripts/gen_schemas.
+.PHONY: manifests schemas schemas-check bench-manifests manifests-diff
+
+MANIFEST_REPORTS := .bench/manifests
+
+manifests: $(READY) schemas-check ## render every overlay and cluster, validate strictly (table + JSON + JUnit)
+	@mkdir -p $(MANIFEST_REPORTS)
+	$(PY) -m scripts.manifests validate --json $(MANIFEST_REPORTS)/validate.json \
+		--junit $(MANIFEST_REPORTS)/validate.junit.xml
+
+schemas: $(READY) ## regenerate schemas/ (CRD JSON schemas) from the pinned npm packages
+	$(PY) -m scripts.gen_schemas
+
+schemas-check: $(READY) ## fail when schemas/ differs from what the pinned generator produces
+	$(PY) -m scripts.gen_schemas --check
+
+bench-manifests: $(READY) ## per-overlay render+validate times, total (budget 10 s), vs kubectl kustomize
+	$(PY) -m scripts.manifests bench --kubectl
+
+manifests-diff: $(READY) ## rendered differences between BASE (default origin/main) and HEAD
+	@mkdir -p $(MANIFEST_REPORTS)
+	$(PY) -m scripts.manifests diff $${BASE:-origin/main} $${HEAD_REF:-HEAD} \
+		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch

@@ -36,6 +36,16 @@ if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -c constraint
   echo "bootstrap: pip install failed (full log: $log)" >&2
   exit 1
 fi
+# pykustomize (kustomize as a library, scripts/manifests) declares Python >= 3.14 in its metadata, but
+# its wheel (a bundled Go library loaded through cffi) works on 3.11: install it on its own, at the
+# version pinned in constraints.txt, skipping only the Python-version check.
+pykustomize_pin=$(grep -E '^pykustomize==' constraints.txt)
+if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --ignore-requires-python \
+  -c constraints.txt "$pykustomize_pin" >"$log" 2>&1; then
+  grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -40
+  echo "bootstrap: pip install $pykustomize_pin failed (full log: $log)" >&2
+  exit 1
+fi
 rm -f "$log"
 echo "$want" >"$STAMP"
 echo "bootstrap: ready"
