@@ -105,6 +105,20 @@ class SchemaValidator:
             return crd
         return _core_validator(self.kubernetes_version, kind, api_version)
 
+    def knows_api_version(self, api_version: str) -> bool:
+        """Whether any kind has a schema in this apiVersion (so a miss is the kind's fault)."""
+        group, version = _split_api_version(api_version)
+        if group and any((self.schema_dir / group).glob(f"*_{version}.json")):
+            return True
+        flat = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+        base = resources.files("kubernetes_validate") / "kubernetes-json-schema"
+        folder = base / f"v{self.kubernetes_version}-local-strict"
+        suffix = f"-{flat}.json"
+        return any(
+            entry.name.endswith(suffix) and entry.name.count("-") == suffix.count("-")
+            for entry in folder.iterdir()
+        )
+
     def validate(self, obj: Obj) -> list[Finding]:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if not isinstance(kind, str) or not kind:
@@ -116,11 +130,12 @@ class SchemaValidator:
             return [Finding("schema", obj, "metadata.name", "every object needs a name")]
         validator = self.validator_for(kind, api_version)
         if validator is None:
+            field = "kind" if self.knows_api_version(api_version) else "apiVersion"
             return [
                 Finding(
                     "schema",
                     obj,
-                    "apiVersion",
+                    field,
                     f"no schema for kind {kind!r} in {api_version!r} (Kubernetes "
                     f"{self.kubernetes_version} or {self.schema_dir.name}/): wrong apiVersion or "
                     "kind, or a CRD missing from scripts/gen_schemas.py",
