@@ -3,7 +3,8 @@
 Commands (`python -m scripts.manifests ...`, `make manifests` runs validate):
   render [TARGET...] [-o DIR]      rendered YAML of overlays/clusters (pykustomize)
   validate [TARGET...]             strict schemas, pod policy, cross-references, analysis specs,
-                                   metric names vs the live service, promtool; table + --json/--junit
+                                   metric names vs the live service, promtool;
+                                   a table, plus --json/--junit files
   diff REF_A REF_B                 rendered differences per target between two git refs
   bench                            per-target render+validate times (make bench-manifests)
 

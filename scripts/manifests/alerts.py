@@ -33,7 +33,7 @@ def _run(args: list[str], cwd: Path) -> tuple[int, str]:
 
 
 def check_rules(objects: list[Obj], tests_dir: Path = ALERT_TESTS) -> Iterator[Finding]:
-    """promtool check + test for each PrometheusRule; a missing promtool is a failure, not a skip."""
+    """promtool check + test per PrometheusRule; a missing promtool is a failure, not a skip."""
     rules = [o for o in objects if o.get("kind") == "PrometheusRule"]
     if not rules:
         return
@@ -71,7 +71,9 @@ def _promtool(promtool: str, text: str, tests: tuple[Path, ...]) -> list[tuple[s
         if code != 0:
             out.append(("spec.groups", f"promtool check rules: {log}"))
         elif not tests:
-            out.append(("spec.groups", "no promtool unit test (tests/manifests/alerts) for this rule"))
+            out.append(
+                ("spec.groups", "no promtool unit test (tests/manifests/alerts) for this rule")
+            )
         for test in tests if code == 0 else ():
             shutil.copy(test, work / test.name)
             code, log = _run([promtool, "test", "rules", test.name], work)
@@ -102,5 +104,8 @@ def _untested_alerts(rule: Obj, tests: list[Path]) -> Iterator[Finding]:
             alert = (item or {}).get("alert")
             if alert and alert not in tested:
                 yield Finding(
-                    "alerts", rule, f"spec.groups[{g}].rules[{r}].alert", f"{alert} has no promtool test"
+                    "alerts",
+                    rule,
+                    f"spec.groups[{g}].rules[{r}].alert",
+                    f"{alert} has no promtool test",
                 )

@@ -97,7 +97,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for _ in range(args.repeat - 1):
         again = validate_all(targets, Checks(exported, source))
         for i, r in enumerate(again):
-            if r.render_seconds + r.validate_seconds < best[i].render_seconds + best[i].validate_seconds:
+            if (
+                r.render_seconds + r.validate_seconds
+                < best[i].render_seconds + best[i].validate_seconds
+            ):
                 best[i] = r
     wall = (time.perf_counter() - start) / args.repeat
     kubectl: dict[str, float] = {}
@@ -117,7 +120,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r.render_seconds + r.validate_seconds:8.3f} {k:>9}"
         )
     total = sum(r.render_seconds + r.validate_seconds for r in best)
-    print(f"total render+validate: {total:.2f} s (best of {args.repeat}); wall per pass {wall:.2f} s")
+    print(
+        f"total render+validate: {total:.2f} s (best of {args.repeat}); wall per pass {wall:.2f} s"
+    )
     if kubectl:
         print(f"kubectl kustomize render total: {sum(kubectl.values()):.2f} s (subprocess each)")
     ok = all(r.ok for r in best)

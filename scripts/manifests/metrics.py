@@ -56,7 +56,11 @@ def exported_metric_names(exposition: str) -> set[str]:
             parts = line.split()
             if len(parts) >= 4 and parts[1] == "TYPE":
                 name, kind = parts[2], parts[3]
-                family = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
+                family = (
+                    name[: -len("_total")]
+                    if kind == "counter" and name.endswith("_total")
+                    else name
+                )
                 names.add(name)
                 names.update(family + s for s in _SUFFIXES.get(kind, ()))
             continue
@@ -75,9 +79,7 @@ def promql_metric_names(expr: str) -> set[str]:
         names.add(match.group(1))
     text = re.sub(r"{[^}]*}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
-    )
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     for match in re.finditer(rf"(?<![\w:.]){_NAME}", text):
         word = match.group(0)
         rest = text[match.end() :].lstrip()

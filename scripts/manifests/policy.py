@@ -129,5 +129,5 @@ def check_policy(objects: list[Obj]) -> Iterator[Finding]:
                     "policy",
                     obj,
                     f"{pod.prefix}automountServiceAccountToken",
-                    "must be false (on the pod or its ServiceAccount): the server needs no API token",
+                    "must be false (on the pod or its ServiceAccount): no API token is needed",
                 )

@@ -1,4 +1,4 @@
-"""Render kustomizations with pykustomize (kustomize as a library) and, for cross-checks, kubectl."""
+"""Render kustomizations with pykustomize (kustomize as a library); kubectl for cross-checks."""
 
 from __future__ import annotations
 

@@ -55,7 +55,17 @@ def as_json(results: list[TargetResult], metrics_source: str) -> dict[str, Any]:
     }
 
 
-CHECKS = ("render", "schema", "policy", "reference", "image", "argocd", "analysis", "metrics", "alerts")
+CHECKS = (
+    "render",
+    "schema",
+    "policy",
+    "reference",
+    "image",
+    "argocd",
+    "analysis",
+    "metrics",
+    "alerts",
+)
 
 
 def junit(results: list[TargetResult]) -> str:

@@ -47,7 +47,7 @@ def pod_templates(obj: Obj) -> list[PodTemplate]:
     if not isinstance(template, dict):
         return []
     labels = (template.get("metadata") or {}).get("labels") or {}
-    pod_spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    pod_spec: dict[str, Any] = template["spec"] if isinstance(template.get("spec"), dict) else {}
     return [PodTemplate(obj, prefix + "spec.", dict(labels), pod_spec)]
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from scripts.manifests import analysis_refs, render_overlay, render_with_kubectl, resolve_static_args
+from scripts.manifests import (
+    analysis_refs,
+    render_overlay,
+    render_with_kubectl,
+    resolve_static_args,
+)
 from scripts.manifests.model import REPO_ROOT, Obj, TargetResult
 from tests.manifests.conftest import only
 
@@ -23,7 +28,9 @@ def test_every_target_is_found(results: dict[str, TargetResult]) -> None:
     }
 
 
-@pytest.mark.parametrize("target", [*(f"{APP}/{e}" for e in OVERLAYS), "clusters/staging", "clusters/production"])
+@pytest.mark.parametrize(
+    "target", [*(f"{APP}/{e}" for e in OVERLAYS), "clusters/staging", "clusters/production"]
+)
 def test_target_renders_and_validates(results: dict[str, TargetResult], target: str) -> None:
     result = results[target]
     assert result.objects, "rendered nothing"
@@ -60,14 +67,18 @@ def test_transformer_rewrites_image_configmap_and_template_refs(
         assert {name for name, _ in ref.templates} <= templates
     canary = rollout["spec"]["strategy"]["canary"]
     assert canary["canaryService"] == "digits-classifier-server-canary"
-    assert rollout["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "digits-classifier"
+    assert (
+        rollout["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "digits-classifier"
+    )
     hpa = only(objects, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == rollout["metadata"]["name"]
 
 
 def test_overlays_differ_where_they_should(rendered: dict[str, list[Obj]]) -> None:
     hpa = {e: only(rendered[f"{APP}/{e}"], "HorizontalPodAutoscaler")["spec"] for e in OVERLAYS}
-    assert hpa["dev"]["minReplicas"] < hpa["staging"]["minReplicas"] < hpa["production"]["minReplicas"]
+    assert (
+        hpa["dev"]["minReplicas"] < hpa["staging"]["minReplicas"] < hpa["production"]["minReplicas"]
+    )
     limits = {
         e: _rollout(rendered, e)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         for e in OVERLAYS
@@ -117,14 +128,22 @@ def test_production_routes_through_istio(rendered: dict[str, list[Obj]]) -> None
     routing = _rollout(rendered, "production")["spec"]["strategy"]["canary"]["trafficRouting"]
     vs = only(objects, "VirtualService")
     assert routing["istio"]["virtualService"]["name"] == vs["metadata"]["name"]
-    assert only(objects, "DestinationRule")["metadata"]["name"] == routing["istio"]["destinationRule"]["name"]
+    assert (
+        only(objects, "DestinationRule")["metadata"]["name"]
+        == routing["istio"]["destinationRule"]["name"]
+    )
     assert not any(o["kind"] == "VirtualService" for o in rendered[f"{APP}/staging"])
 
 
 def test_podmonitor_relabels_the_labels_analysis_selects_on(rendered: dict[str, list[Obj]]) -> None:
     monitor = only(rendered[f"{APP}/staging"], "PodMonitor")
-    relabel = {r["targetLabel"]: r["sourceLabels"] for r in monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]}
-    assert relabel["rollouts_pod_template_hash"] == ["__meta_kubernetes_pod_label_rollouts_pod_template_hash"]
+    relabel = {
+        r["targetLabel"]: r["sourceLabels"]
+        for r in monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    }
+    assert relabel["rollouts_pod_template_hash"] == [
+        "__meta_kubernetes_pod_label_rollouts_pod_template_hash"
+    ]
     assert relabel["namespace"] == ["__meta_kubernetes_namespace"]
     assert relabel["pod"] == ["__meta_kubernetes_pod_name"]
 
@@ -144,8 +163,6 @@ def test_every_manifest_opens_with_a_comment(repo_root: Path) -> None:
     missing = [str(p.relative_to(repo_root)) for p in files if not p.read_text().startswith("# ")]
     assert missing == []
     vague = [
-        str(p.relative_to(repo_root))
-        for p in files
-        if "need" not in p.read_text().splitlines()[0]
+        str(p.relative_to(repo_root)) for p in files if "need" not in p.read_text().splitlines()[0]
     ]
     assert vague == [], "first line must say what must exist first (needs ...)"

@@ -24,7 +24,9 @@ def recipe_files(readme: Path, app: str) -> dict[str, str]:
     return {path.replace("<app>", app): body.replace("<app>", app) for path, body in blocks}
 
 
-def test_second_app_needs_three_files_and_validates(tmp_path: Path, contract_metrics: set[str]) -> None:
+def test_second_app_needs_three_files_and_validates(
+    tmp_path: Path, contract_metrics: set[str]
+) -> None:
     files = recipe_files(REPO_ROOT / "apps" / "README.md", APP)
     assert len(files) == 3
     assert all(path.startswith(f"apps/{APP}/") for path in files)

@@ -1,0 +1,277 @@
+"""The validator's building blocks, on small inputs: selectors, images, templates, sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.manifests.analysis import check_references, check_templates, resolve_static_args
+from scripts.manifests.model import Problem, object_id, path_str
+from scripts.manifests.policy import check_policy, image_problem
+from scripts.manifests.references import check_object_refs, template_keys
+from scripts.manifests.render import RenderError, parse_documents, render_overlay
+from scripts.manifests.schema import SchemaValidator
+from scripts.manifests.sources import locate, source_documents
+from scripts.manifests.workloads import pod_templates, selects
+
+
+def test_selector_semantics() -> None:
+    labels = {"app": "a", "tier": "web"}
+    assert selects({"matchLabels": {"app": "a"}}, labels)
+    assert not selects({"matchLabels": {"app": "b"}}, labels)
+    assert selects({"app": "a"}, labels)
+    assert selects(None, labels)
+    expr = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}
+    assert selects(expr, labels)
+    for op, ok in (("NotIn", False), ("Exists", True), ("DoesNotExist", False)):
+        assert (
+            selects(
+                {"matchExpressions": [{"key": "tier", "operator": op, "values": ["web"]}]}, labels
+            )
+            is ok
+        )
+    assert not selects(
+        {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}, labels
+    )
+    assert not selects({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, labels)
+
+
+@pytest.mark.parametrize(
+    "image, problem",
+    [
+        ("r.io/a/b:1.0", None),
+        ("r.io:5000/a/b@sha256:" + "0" * 64, None),
+        ("r.io:5000/a/b", "no tag"),
+        ("b:latest", ":latest"),
+    ],
+)
+def test_image_pinning(image: str, problem: str | None) -> None:
+    why = image_problem(image)
+    assert (why is None) if problem is None else (problem in str(why))
+
+
+def test_go_template_keys() -> None:
+    text = (
+        "{{.app}}-{{ .cluster.server }} {{- if .sync.automated }}"
+        '{{ index .path.segments 1 }}{{ "x.y" }}'
+    )
+    assert template_keys(text) == {
+        ("app",),
+        ("cluster", "server"),
+        ("sync", "automated"),
+        ("path", "segments"),
+    }
+
+
+def test_static_args_resolution() -> None:
+    rollout = {
+        "metadata": {
+            "name": "r",
+            "namespace": "n",
+            "annotations": {"t": "0.5"},
+            "labels": {"env": "dev"},
+        }
+    }
+    args: list[dict[str, Any]] = [
+        {"name": "a", "value": "1"},
+        {"name": "b", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "c", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['t']"}}},
+        {"name": "d", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['env']"}}},
+        {"name": "e", "valueFrom": {"podTemplateHashValue": "Stable"}},
+        {"name": "f", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "g", "value": None},
+    ]
+    assert resolve_static_args(rollout, args) == {
+        "a": "1",
+        "b": "n",
+        "c": "0.5",
+        "d": "dev",
+        "e": None,
+        "f": "r",
+        "g": None,
+    }
+
+
+def test_analysis_spec_errors() -> None:
+    metric = {
+        "name": "m",
+        "interval": "1 minute",
+        "count": 3,
+        "failureLimit": -2,
+        "successCondition": "len(result) > 0 && result[0] > 1",
+        "provider": {"prometheus": {"query": "{{ secret }}"}, "web": {"url": "x"}},
+    }
+    template = {
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"metrics": [metric, {"name": "m", "provider": {"job": {}}}]},
+    }
+    messages = " | ".join(f.message for f in check_templates([template]))
+    for text in (
+        "not a duration",
+        "negative",
+        "exactly one provider",
+        "isNaN",
+        "not an arg",
+        "duplicate",
+    ):
+        assert text in messages
+    metric2 = {"name": "x", "count": 3, "provider": {"job": {}}}
+    template2 = {
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "u"},
+        "spec": {"metrics": [metric2]},
+    }
+    assert "needs an interval" in " ".join(f.message for f in check_templates([template2]))
+
+
+def test_background_analysis_and_fieldref_checks() -> None:
+    template = {
+        "kind": "ClusterAnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"args": [{"name": "x"}]},
+    }
+    rollout = {
+        "kind": "Rollout",
+        "metadata": {"name": "r"},
+        "spec": {
+            "strategy": {
+                "canary": {
+                    "analysis": {
+                        "templates": [{"templateName": "t", "clusterScope": True}],
+                        "args": [
+                            {
+                                "name": "x",
+                                "valueFrom": {
+                                    "fieldRef": {"fieldPath": "metadata.annotations['missing']"}
+                                },
+                            },
+                            {"name": "y"},
+                        ],
+                    }
+                }
+            }
+        },
+    }
+    messages = [f.message for f in check_references([template, rollout])]
+    assert any("resolves to nothing" in m for m in messages)
+    assert any("neither value nor valueFrom" in m for m in messages)
+
+
+def _pod(**spec: object) -> dict[str, object]:
+    return {"kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}}, "spec": spec}
+
+
+def test_policy_on_a_bare_pod_and_cronjob() -> None:
+    pod = _pod(
+        containers=[
+            {
+                "name": "c",
+                "image": "x:1",
+                "ports": [{"hostPort": 80}],
+                "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+            }
+        ],
+        hostPID=True,
+    )
+    fields = {f.field for f in check_policy([pod])}
+    assert {
+        "spec.hostPID",
+        "spec.containers[0].ports[0].hostPort",
+        "spec.containers[0].securityContext.capabilities.add",
+    } <= fields
+    cron = {
+        "kind": "CronJob",
+        "metadata": {"name": "c"},
+        "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+    }
+    assert [f.message for f in check_policy([cron])][:1] == ["pod has no containers"] or any(
+        f.message == "pod has no containers" for f in check_policy([cron])
+    )
+    assert pod_templates({"kind": "Service", "spec": {}}) == []
+
+
+def test_object_refs_missing_configmap_and_sa() -> None:
+    dep = {
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {}},
+                "spec": {
+                    "serviceAccountName": "ghost",
+                    "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "cfg"}}]}],
+                    "volumes": [{"name": "v", "configMap": {"name": "vol"}}],
+                },
+            }
+        },
+    }
+    messages = [f.message for f in check_object_refs([dep])]
+    assert len(messages) == 3 and all("does not exist" in m for m in messages)
+
+
+def test_schema_validator_basics() -> None:
+    v = SchemaValidator()
+    assert v.validate({"apiVersion": "v1"})[0].field == "kind"
+    assert v.validate({"kind": "Service"})[0].field == "apiVersion"
+    assert (
+        v.validate({"kind": "Service", "apiVersion": "v1", "metadata": {}})[0].field
+        == "metadata.name"
+    )
+    assert (
+        v.validate({"kind": "Nope", "apiVersion": "nope.io/v9", "metadata": {"name": "x"}})[0].field
+        == "apiVersion"
+    )
+    assert (
+        v.validate({"kind": "Servic", "apiVersion": "v1", "metadata": {"name": "x"}})[0].field
+        == "kind"
+    )
+    port = {
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": "http"}]},
+    }
+    assert v.validate(port)[0].field == "spec.ports[0].port"
+
+
+def test_render_errors_and_documents(tmp_path: Path) -> None:
+    with pytest.raises(RenderError):
+        render_overlay(tmp_path)
+    with pytest.raises(RenderError):
+        parse_documents("- a\n- b\n")
+    assert parse_documents("---\n---\na: 1\n") == [{"a": 1}]
+
+
+def test_model_formatting() -> None:
+    assert path_str(["spec", "containers", 0, "image"]) == "spec.containers[0].image"
+    assert object_id({"kind": "K", "metadata": {"name": "n", "namespace": "ns"}}) == "K/ns/n"
+    assert object_id(None) == ""
+    p = Problem("schema", "t", "", "", "", "m")
+    assert str(p) == "t: -: -: m" and p.as_dict()["message"] == "m"
+
+
+def test_locate_prefers_patch_that_mentions_the_field(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "kustomization.yaml").write_text("resources: [d.yaml]\n")
+    (tmp_path / "base" / "d.yaml").write_text(
+        "kind: Deployment\nmetadata: {name: web}\nspec: {replicas: 1}\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [base]\npatches:\n  - path: p.yaml\n"
+        "  - path: j.yaml\n    target: {kind: Deployment}\n"
+        "patchesStrategicMerge: [s.yaml]\nnamePrefix: x-\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "kind: Deployment\nmetadata: {name: web}\nspec:\n  paused: true\n"
+    )
+    (tmp_path / "j.yaml").write_text("- op: add\n  path: /spec/minReadySeconds\n  value: 1\n")
+    (tmp_path / "s.yaml").write_text("kind: Deployment\nmetadata: {name: web}\n")
+    docs = source_documents(tmp_path)
+    obj = {"kind": "Deployment", "metadata": {"name": "x-web"}}
+    assert locate(obj, "spec.paused", docs, tmp_path, tmp_path) == "p.yaml"
+    assert locate(obj, "spec.replicas", docs, tmp_path, tmp_path) == "base/d.yaml"
+    assert locate(None, "", docs, tmp_path, tmp_path) == "kustomization.yaml"
+    assert locate({"kind": "Service"}, "", docs, tmp_path, tmp_path) == "kustomization.yaml"
