@@ -6,8 +6,9 @@ work starts and the message names the file and the key (e.g. ``params.yaml: trai
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -81,6 +82,56 @@ class GateParams(_Strict):
     max_p99_latency_ms: float = Field(gt=0.0)
 
 
+class DriftParams(_Strict):
+    threshold: float = Field(gt=0.0, le=10.0)
+    statistic: Literal["wasserstein", "psi"]
+    drifted_share: Fraction
+    prediction_threshold: float = Field(gt=0.0, le=1.0)
+    bins: int = Field(ge=2, le=100)
+    feature_groups: int = Field(ge=1, le=1024)
+    min_live_rows: int = Field(ge=10)
+    max_live_rows: int = Field(ge=10, le=1_000_000)
+    max_reference_rows: int = Field(ge=10, le=1_000_000)
+    schedule: str
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
+    @model_validator(mode="after")
+    def _live_bounds(self) -> "DriftParams":
+        if self.min_live_rows > self.max_live_rows:
+            raise ValueError("min_live_rows must be <= max_live_rows")
+        return self
+
+
+class RetrainParams(_Strict):
+    schedule: str
+    cooldown_hours: float = Field(ge=0.0, le=24 * 90)
+    max_run_hours: float = Field(gt=0.0, le=24 * 14)
+    performance_drop: Fraction
+    new_data_rows: int = Field(ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
+
+class MonitoringParams(_Strict):
+    drift: DriftParams
+    retrain: RetrainParams
+
+
+def _check_cron(value: str) -> str:
+    """Five fields of digits, `*`, `/`, `,`, `-`: what both CronJob and CronWorkflow accept."""
+    fields = value.split()
+    if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,-]+", f) for f in fields):
+        raise ValueError("must be a five-field cron expression such as '0 3 * * 1'")
+    return value
+
+
 class Params(_Strict):
     seed: int = Field(ge=0, le=2**32 - 1)
     data: DataParams
@@ -89,6 +140,7 @@ class Params(_Strict):
     export: ExportParams
     registry: RegistryParams
     gates: GateParams
+    monitoring: MonitoringParams
 
 
 def _format_errors(path: Path, error: ValidationError) -> str:
