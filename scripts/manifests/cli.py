@@ -94,6 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     targets = _targets(args.targets)
     start = time.perf_counter()
     best = validate_all(targets, Checks(exported, source))
+    cold = time.perf_counter() - start  # first pass: loads kustomize and schemas, runs promtool
     for _ in range(args.repeat - 1):
         again = validate_all(targets, Checks(exported, source))
         for i, r in enumerate(again):
@@ -123,11 +124,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(
         f"total render+validate: {total:.2f} s (best of {args.repeat}); wall per pass {wall:.2f} s"
     )
+    print(f"first (cold) pass: {cold:.2f} s, with library and schema loading and promtool")
     if kubectl:
         print(f"kubectl kustomize render total: {sum(kubectl.values()):.2f} s (subprocess each)")
     ok = all(r.ok for r in best)
-    print(f"target <= {args.budget:.0f} s: {'met' if wall <= args.budget else 'MISSED'}")
-    return 0 if ok and wall <= args.budget else 1
+    verdict = "met" if cold <= args.budget else "MISSED"
+    print(f"target <= {args.budget:.0f} s for a cold pass: {verdict}")
+    return 0 if ok and cold <= args.budget else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -166,3 +166,14 @@ def test_every_manifest_opens_with_a_comment(repo_root: Path) -> None:
         str(p.relative_to(repo_root)) for p in files if "need" not in p.read_text().splitlines()[0]
     ]
     assert vague == [], "first line must say what must exist first (needs ...)"
+
+
+def test_rollouts_readme_snippet_runs(repo_root: Path) -> None:
+    """The library example in rollouts/README.md works against the real overlay."""
+    text = (repo_root / "rollouts" / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, object] = {}
+    exec(compile(snippet, "rollouts/README.md", "exec"), scope)  # noqa: S102 (our own README)
+    assert scope["templates"] and scope["args"]
+    args = scope["args"]
+    assert isinstance(args, dict) and args["success-rate-min"] == "0.99"
