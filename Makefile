@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-VENV  := .venv
+VENV  ?= .venv
 BIN   := $(VENV)/bin
 PY    := $(BIN)/python
 READY := $(VENV)/.bootstrap-stamp
@@ -34,8 +34,7 @@ lint: $(READY) ## black --check, flake8, mypy --strict
 unit: $(READY) ## the fast tests only (no end-to-end runs)
 	$(BIN)/pytest -q -m "not e2e"
 
-test: lint $(READY) ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
-	$(BIN)/pytest --cov --cov-report=term --cov-report=xml
+test: lint tests ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
 
 bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-param change
 	$(PY) -m scripts.bench_pipeline
@@ -46,7 +45,7 @@ clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git
 
 # ---- Desired state (apps/, rollouts/, clusters/): render, validate, diff, benchmark ------------
 # All logic lives in scripts/manifests (python -m scripts.manifests --help) and scripts/gen_schemas.
-.PHONY: manifests schemas schemas-check bench-manifests manifests-diff
+.PHONY: manifests schemas schemas-check bench-manifests manifests-diff manifests-kubeconform
 
 MANIFEST_REPORTS := .bench/manifests
 
@@ -64,7 +63,70 @@ schemas-check: $(READY) ## fail when schemas/ differs from what the pinned gener
 bench-manifests: $(READY) ## per-overlay render+validate times, total (budget 10 s), vs kubectl kustomize
 	$(PY) -m scripts.manifests bench --kubectl
 
+manifests-kubeconform: $(READY) ## CI image with kubeconform: -strict on every rendered target, same schemas/
+	@mkdir -p $(MANIFEST_REPORTS)/rendered
+	$(PY) -m scripts.manifests render -o $(MANIFEST_REPORTS)/rendered
+	kubeconform -strict -summary -output junit -kubernetes-version 1.30.0 \
+		-schema-location default \
+		-schema-location 'schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json' \
+		$(MANIFEST_REPORTS)/rendered/*.yaml >$(MANIFEST_REPORTS)/kubeconform.junit.xml
+
 manifests-diff: $(READY) ## rendered differences between BASE (default origin/main) and HEAD
 	@mkdir -p $(MANIFEST_REPORTS)
 	$(PY) -m scripts.manifests diff $${BASE:-origin/main} $${HEAD_REF:-HEAD} \
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
+
+# ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
+.PHONY: tests ci-train cml-runner report mr-report manifests-ci kubeconform image-build image-scan \
+	release promote perf-gate
+
+CML_CLOUD       ?= aws
+CML_REGION      ?= us-west
+CML_CLOUD_TYPE  ?= g4dn.xlarge
+CML_IDLE        ?= 1800
+IMAGE_KIND      ?= serving
+RENDERED        := .bench/manifests/rendered
+
+tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), no lint
+	@mkdir -p .bench
+	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
+
+ci-train: $(READY) ## CI training: pull DVC inputs/run-cache, dvc repro (GPU when present), push
+	$(BIN)/dvc repro --pull
+	$(BIN)/dvc push --run-cache
+
+cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
+	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
+		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE) --single
+
+report: $(READY) ## merge-request report (markdown) vs BASE (default: MR target branch or main)
+	$(PY) -m scripts.report $(if $(BASE),--base $(BASE))
+
+mr-report: $(READY) ## build the report, post/update it on the MR with cml, fail if a gate fails
+	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
+	cml comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
+	exit $$status
+
+manifests-ci: manifests ## validate, then write rendered YAML for kubeconform
+	$(PY) -m scripts.manifests render -o $(RENDERED)
+
+kubeconform: manifests-ci ## kubeconform -strict on the rendered YAML (needs the kubeconform binary)
+	@command -v kubeconform >/dev/null || { echo "kubeconform is not installed here (no registry" \
+		"ships it); CI runs it in its official image. \`make manifests\` validates with the same" \
+		"schemas/ locally." >&2; exit 1; }
+	sh scripts/ci/kubeconform.sh $(RENDERED)
+
+image-build: ## build+push IMAGE_KIND (serving|trainer) with kaniko (CI image only)
+	sh scripts/ci/build_image.sh $(IMAGE_KIND)
+
+image-scan: ## trivy scan of IMAGE_KIND, failing on HIGH/CRITICAL (CI image only)
+	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
+
+release: $(READY) ## TAG=vX.Y.Z: staging write-back, production branch, MLflow alias, CHANGELOG
+	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push)
+
+promote: $(READY) ## TAG=vX.Y.Z: push release/TAG-production and open its merge request
+	$(PY) -m scripts.release $(TAG) --promote
+
+perf-gate: $(READY) ## fail when serving latency or pipeline time regressed > 10% vs benchmarks/baseline.json
+	$(PY) -m scripts.perf_gate
