@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
@@ -33,6 +34,7 @@ from ml.serving.config import ServingConfig
 from ml.serving.faults import FaultInjector
 from ml.serving.metrics import ServiceMetrics
 from ml.serving.model import INPUT_NAME, LoadedModel, ModelError, load_model
+from ml.serving.sampling import InputSampler
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -66,6 +68,7 @@ class ModelService:
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
         self.metrics.set_model(model.name, model.version, model.git_commit, model.num_classes)
+        self.sampler = self._new_sampler(model)
         self._get_routes: dict[str, Callable[[], tuple[int, bytes]]] = {
             "/v2/health/live": lambda: (200, b'{"live":true}'),
             "/v2/health/ready": lambda: (200, b'{"ready":true}'),
@@ -93,6 +96,8 @@ class ModelService:
                 await self._respond(send, 200, self.metrics.exposition(), _TEXT)
             elif path == "/admin/reload":
                 await self._reload(scope, receive, send)
+            elif path == "/monitoring/sample":
+                await self._sample(scope, send)
             else:
                 handler = self._get_routes.get(path.rstrip("/") or path)
                 if handler is None:
@@ -157,11 +162,18 @@ class ModelService:
             self.metrics.in_flight -= 1
         self.metrics.record_request(endpoint, status, perf_counter() - started)
         if rows is not None:
-            self._record_predictions(model, rows, probabilities, labels)
+            self._record_predictions(model, rows, probabilities, labels, started)
 
     def _record_predictions(
-        self, model: LoadedModel, rows: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
+        self,
+        model: LoadedModel,
+        rows: np.ndarray,
+        probabilities: np.ndarray,
+        labels: np.ndarray,
+        started: float,
     ) -> None:
+        if self.sampler is not None:  # the inputs as received, before any injected degradation
+            self.sampler.offer(rows, labels, started)
         scale = model.features * model.pixel_max
         if labels.shape[0] == 1:  # scalar path: numpy reductions cost microseconds each
             label = int(labels[0])
@@ -293,13 +305,44 @@ class ModelService:
         token = self.config.admin_token
         if token is None:
             raise ClientError(403, "reload is disabled: the server has no ADMIN_TOKEN")
-        supplied = b""
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                supplied = value
-        scheme, _, credential = supplied.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(credential, token.encode()):
-            raise ClientError(401, "missing or wrong bearer token")
+        _check_bearer(scope, token)
+
+    # -- input sample for the drift monitor ----------------------------------------------------
+
+    def _new_sampler(self, model: LoadedModel) -> InputSampler | None:
+        if self.config.input_sample_size == 0:
+            return None
+        return InputSampler(
+            self.config.input_sample_size,
+            model.features,
+            self.config.input_sample_window_s,
+            now=perf_counter(),
+            now_unix=time.time(),
+        )
+
+    async def _sample(self, scope: Scope, send: Send) -> None:
+        """The reservoir of recent inputs; raw user inputs, so behind its own bearer token."""
+        try:
+            if scope["method"] not in ("GET", "HEAD"):
+                raise ClientError(405, "/monitoring/sample accepts GET")
+            if self.config.sample_token is None:
+                raise ClientError(
+                    403, "the input sample is disabled: the server has no SAMPLE_TOKEN"
+                )
+            _check_bearer(scope, self.config.sample_token)
+            if self.sampler is None:
+                raise ClientError(404, "input sampling is off (INPUT_SAMPLE_SIZE=0)")
+        except ClientError as exc:
+            await self._error(send, exc.status, exc.message)
+            return
+        model = self.model
+        document = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "features": self.sampler.features,
+            **self.sampler.snapshot(perf_counter()),
+        }
+        await self._respond(send, 200, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -332,6 +375,16 @@ class ModelService:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _check_bearer(scope: Scope, token: str) -> None:
+    supplied = b""
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            supplied = value
+    scheme, _, credential = supplied.partition(b" ")
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(credential, token.encode()):
+        raise ClientError(401, "missing or wrong bearer token")
 
 
 class _InjectedFault(ClientError):

@@ -55,6 +55,10 @@ class ServingConfig:
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
     faults: FaultConfig = field(default_factory=FaultConfig)
+    # input sample for the drift monitor (ml/serving/sampling.py); size 0 turns sampling off
+    input_sample_size: int = 1024
+    input_sample_window_s: float = 3600.0
+    sample_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ServingConfig":
@@ -97,6 +101,15 @@ class ServingConfig:
                 env, "GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, low=0.0, high=3600.0
             ),
             faults=faults,
+            input_sample_size=int(
+                _number(
+                    env, "INPUT_SAMPLE_SIZE", cls.input_sample_size, low=0, high=65536, integer=True
+                )
+            ),
+            input_sample_window_s=_number(
+                env, "INPUT_SAMPLE_WINDOW_S", cls.input_sample_window_s, low=1.0, high=7 * 86400.0
+            ),
+            sample_token=env.get("SAMPLE_TOKEN") or None,
         )
         config.check_deployable()
         return config
@@ -111,6 +124,8 @@ class ServingConfig:
             )
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("ADMIN_TOKEN must be at least 16 characters (or unset to disable)")
+        if self.sample_token is not None and len(self.sample_token) < 16:
+            raise ConfigError("SAMPLE_TOKEN must be at least 16 characters (or unset to disable)")
 
 
 def _number(
