@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.model import REPO_ROOT, Obj, path_str
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -77,7 +77,7 @@ def _documents_of(path: Path, target_kind: str | None) -> list[SourceDoc]:
     if not path.is_file():
         return []
     text = path.read_text()
-    out = []
+    out = [SourceDoc(path, None, None, text)]  # the file itself, even when it does not parse
     for doc in _load(path):
         if isinstance(doc, dict):
             meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
@@ -123,3 +123,79 @@ def _rel(path: Path, root: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (as kubeconform -strict does)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (lines {seen[key]} and {line})",
+                key_node.start_mark,
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates  # type: ignore[arg-type]
+)
+
+
+def _key_path(node: yaml.Node, line: int, path: list[str | int]) -> list[str | int] | None:
+    """Path to the mapping key written on a 0-based line, searched in a composed node tree."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            here = path + [str(key_node.value)]
+            if key_node.start_mark.line == line:
+                return here
+            found = _key_path(value, line, here)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _key_path(item, line, path + [i])
+            if found is not None:
+                return found
+    return None
+
+
+def _object_at(text: str, line: int) -> tuple[str, str]:
+    """(`Kind/name`, key path) at a 0-based line, parsed leniently; empty strings if unknown."""
+    try:
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            if node is not None and node.start_mark.line <= line <= node.end_mark.line:
+                doc = yaml.safe_load(yaml.serialize(node))
+                key = _key_path(node, line, [])
+                obj = ""
+                if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
+                    obj = f"{doc.get('kind')}/{doc['metadata'].get('name')}"
+                return obj, path_str(key) if key else ""
+    except yaml.YAMLError:
+        pass
+    return "", ""
+
+
+def yaml_errors(docs: list[SourceDoc]) -> list[tuple[Path, str, str, str]]:
+    """(file, object, field, message) for source files that do not parse strictly: syntax errors
+    and duplicate keys, which kustomize reports without naming the file."""
+    out = []
+    for path in sorted({d.path for d in docs}):
+        text = path.read_text()
+        try:
+            list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 (safe loader)
+        except yaml.MarkedYAMLError as exc:
+            problem = str(exc.problem or exc)
+            mark = exc.problem_mark
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            obj, field = _object_at(text, mark.line) if mark is not None else ("", "")
+            out.append((path, obj, field, f"invalid YAML: {problem}{where}"))
+    return out

@@ -10,7 +10,12 @@ from scripts.manifests import alerts, analysis, metrics, policy, references
 from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.manifests.schema import SchemaValidator
-from scripts.manifests.sources import kustomization_file, locate, source_documents
+from scripts.manifests.sources import (
+    kustomization_file,
+    locate,
+    source_documents,
+    yaml_errors,
+)
 
 
 @dataclass
@@ -63,6 +68,10 @@ def validate_target(target: Path, checks: Checks) -> TargetResult:
         result.problems.append(
             Problem("render", name, _rel(kfile or target, checks.root), "", "", str(exc))
         )
+        for path, obj, where, message in yaml_errors(source_documents(target)):
+            result.problems.append(
+                Problem("render", name, _rel(path, checks.root), obj, where, message)
+            )
         return result
     result.render_seconds = time.perf_counter() - start
     start = time.perf_counter()
