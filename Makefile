@@ -45,7 +45,7 @@ clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git
 
 # ---- Desired state (apps/, rollouts/, clusters/): render, validate, diff, benchmark ------------
 # All logic lives in scripts/manifests (python -m scripts.manifests --help) and scripts/gen_schemas.
-.PHONY: manifests schemas schemas-check bench-manifests manifests-diff manifests-kubeconform
+.PHONY: manifests schemas schemas-check bench-manifests manifests-diff
 
 MANIFEST_REPORTS := .bench/manifests
 
@@ -62,14 +62,6 @@ schemas-check: $(READY) ## fail when schemas/ differs from what the pinned gener
 
 bench-manifests: $(READY) ## per-overlay render+validate times, total (budget 10 s), vs kubectl kustomize
 	$(PY) -m scripts.manifests bench --kubectl
-
-manifests-kubeconform: $(READY) ## CI image with kubeconform: -strict on every rendered target, same schemas/
-	@mkdir -p $(MANIFEST_REPORTS)/rendered
-	$(PY) -m scripts.manifests render -o $(MANIFEST_REPORTS)/rendered
-	kubeconform -strict -summary -output junit -kubernetes-version 1.30.0 \
-		-schema-location default \
-		-schema-location 'schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json' \
-		$(MANIFEST_REPORTS)/rendered/*.yaml >$(MANIFEST_REPORTS)/kubeconform.junit.xml
 
 manifests-diff: $(READY) ## rendered differences between BASE (default origin/main) and HEAD
 	@mkdir -p $(MANIFEST_REPORTS)
