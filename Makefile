@@ -11,7 +11,8 @@ READY := $(VENV)/.bootstrap-stamp
 # dvc stages call `python`: make it the venv's for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
-$(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh
+$(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh \
+	$(wildcard tools/*/package-lock.json)
 	scripts/bootstrap.sh
 
 .PHONY: help bootstrap run pipeline test lint unit bench-pipeline clean
@@ -70,7 +71,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
 .PHONY: tests ci-train cml-runner report mr-report manifests-ci kubeconform image-build image-scan \
-	release promote perf-gate
+	release promote perf-gate model-pull
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
@@ -86,6 +87,9 @@ tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), n
 ci-train: $(READY) ## CI training: pull DVC inputs/run-cache, dvc repro (GPU when present), push
 	$(BIN)/dvc repro --pull
 	$(BIN)/dvc push --run-cache
+
+model-pull: $(READY) ## fetch the exported model named by dvc.lock from the DVC remote
+	$(BIN)/dvc pull export
 
 cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
 	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \

@@ -14,6 +14,8 @@ while read -r pkg; do
   [ -z "$pkg" ] && continue
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' system-packages.txt)
+# Node tools (gitlab-ci-local, schema generator) need npm; the build images ship Node 20.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${missing[*]}"
   SUDO=""
@@ -22,9 +24,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node tools, one folder each under tools/ with a committed package-lock.json: `npm ci` when the
+# lock changed (the stamp is the same one scripts/gen_schemas.py checks).
+for lock in tools/*/package-lock.json; do
+  dir=$(dirname "$lock")
+  want_lock=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ "$(cat "$dir/node_modules/.lock-sha256" 2>/dev/null)" != "$want_lock" ]; then
+    echo "bootstrap: npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want_lock" >"$dir/node_modules/.lock-sha256"
+  fi
+done
+
 # Python packages: reinstall only when the dependency declaration or the lock changed.
 want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  touch "$STAMP"  # make compares its mtime with the inputs (system packages, Node locks)
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

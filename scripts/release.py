@@ -272,6 +272,42 @@ def _git_env(repo: Path, extra: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
+def default_branch() -> str:
+    return os.environ.get("CI_DEFAULT_BRANCH", "main")
+
+
+def push_release(repo: Path, remote: str) -> str:
+    """Publish the staging commit to the default branch (CI runs on the tag's detached HEAD)."""
+    target = default_branch()
+    git(repo, "push", remote, f"HEAD:refs/heads/{target}")
+    return f"pushed the staging change to {remote}/{target}"
+
+
+def promote(repo: Path, plan: Plan, remote: str) -> str:
+    """Push the production branch with GitLab push options that open its merge request."""
+    branch = f"release/{plan.tag}-production"
+    if not git(repo, "branch", "--list", branch):
+        if plan.production is None:
+            raise ReleaseError(
+                f"production already runs image tag {plan.image_tag}: nothing to promote"
+            )
+        _commit_on_branch(repo, branch, plan)
+    target = default_branch()
+    git(
+        repo,
+        "push",
+        "-o",
+        "merge_request.create",
+        "-o",
+        f"merge_request.target={target}",
+        "-o",
+        f"merge_request.title=Promote {plan.tag} to production",
+        remote,
+        f"refs/heads/{branch}:refs/heads/{branch}",
+    )
+    return f"pushed {branch} to {remote}; its merge request into {target} awaits review"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -281,10 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--registration", default="models/registration.json")
     parser.add_argument("--repo", default=".", help="repository root (default: cwd)")
     parser.add_argument("--dry-run", action="store_true", help="print the diffs; change nothing")
+    parser.add_argument("--push", action="store_true", help="push the staging commit (CI)")
+    parser.add_argument(
+        "--promote", action="store_true", help="push the production branch and open its MR"
+    )
+    parser.add_argument("--remote", default="origin")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     try:
         plan = build_plan(repo, args.tag, args.app, repo / args.registration, date.today())
+        if args.promote:
+            print(f"release: {promote(repo, plan, args.remote)}")
+            return 0
         if not args.dry_run and git(repo, "status", "--porcelain", "--untracked-files=no"):
             raise ReleaseError("the work tree has uncommitted changes: commit or stash them first")
         if args.dry_run:
@@ -295,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(unified(plan.production[0], repo, *plan.production[1:]), end="")
             print(f"# would move MLflow alias {plan.model_name}@staging -> {plan.model_version}")
             return 0
-        done = apply(repo, plan)
+        done = apply(repo, plan, validate=default_validate, set_alias=default_set_alias)
+        if args.push:
+            done.append(push_release(repo, args.remote))
     except ReleaseError as error:
         print(f"release: error: {error}", file=sys.stderr)
         return 1

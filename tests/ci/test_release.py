@@ -181,3 +181,31 @@ def test_broken_manifests_stop_the_release(repo: Path, capsys: pytest.CaptureFix
     assert release.main(["v1.6.0"]) == 1
     assert "invalid" in capsys.readouterr().err
     assert git(repo, "rev-parse", "HEAD") == head and git(repo, "status", "--porcelain") == ""
+
+
+@pytest.fixture
+def remote(repo: Path, tmp_path: Path) -> Path:
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    git(bare, "config", "receive.advertisePushOptions", "true")
+    git(repo, "remote", "set-url", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "HEAD:refs/heads/main")
+    return bare
+
+
+def test_push_publishes_staging_commit(
+    repo: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(release, "default_set_alias", fake_alias([]))
+    monkeypatch.setattr(release, "default_validate", lambda r, o: None)
+    code = release.main(["v1.7.0", "--push"])
+    assert code == 0
+    assert git(remote, "rev-parse", "main") == git(repo, "rev-parse", "HEAD")
+    assert "newTag: 1.7.0" in git(remote, "show", f"main:{STAGING}")
+
+
+def test_promote_pushes_production_branch(repo: Path, remote: Path) -> None:
+    assert release.main(["v1.8.0", "--promote"]) == 0
+    shown = git(remote, "show", f"release/v1.8.0-production:{PRODUCTION}")
+    assert "newTag: 1.8.0" in shown
+    assert "newTag: 1.8.0" not in git(remote, "show", f"main:{PRODUCTION}")

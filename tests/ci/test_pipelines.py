@@ -1,0 +1,215 @@
+"""The pipelines themselves: the real .gitlab-ci.yml through gitlab-ci-local (schema, which jobs
+run for merge requests, main and tags, and real shell-executor runs of lint, a test subset, the
+report and manifest validation), the Jenkinsfile's syntax and its parity with GitLab."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.gen_schemas import ensure_node_modules
+from scripts.repo_copy import REPO, copy_repo
+
+TOOLS = REPO / "tools" / "ci"
+VENV = Path(sys.executable).parent.parent
+ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+GITLAB_ONLY = {"make cml-runner"}  # Jenkins trains on a static GPU agent instead (README)
+
+
+@pytest.fixture(scope="module")
+def glcl() -> str:
+    ensure_node_modules(TOOLS)
+    return str(TOOLS / "node_modules" / ".bin" / "gitlab-ci-local")
+
+
+def listed(glcl: str, cwd: Path, *variables: str) -> dict[str, str]:
+    """{job: needs} of the pipeline gitlab-ci-local builds for these predefined variables."""
+    args = [a for v in variables for a in ("--variable", v)]
+    result = subprocess.run([glcl, "--list", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "json schema validated" in result.stderr
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("name "))
+    jobs = {}
+    for line in lines[start + 1 :]:
+        if line.strip():
+            parts = line.split()
+            jobs[parts[0]] = parts[-1] if parts[-1].startswith("[") else ""
+    return jobs
+
+
+def test_merge_request_pipeline(glcl: str) -> None:
+    jobs = listed(glcl, REPO, "CI_PIPELINE_SOURCE=merge_request_event", "CI_COMMIT_BRANCH=")
+    assert list(jobs) == [
+        "lint",
+        "test",
+        "launch-runner",
+        "train",
+        "report",
+        "manifests",
+        "kubeconform",
+        "rehearse",
+        "perf-gate",
+    ]
+    assert jobs["train"] == "[launch-runner]" and jobs["report"] == "[train]"
+
+
+def test_main_pipeline(glcl: str) -> None:
+    jobs = listed(glcl, REPO)
+    assert "report" not in jobs and "release" not in jobs
+    assert {"build-serving", "scan-serving", "train", "rehearse"} <= set(jobs)
+
+
+def test_tag_pipeline(glcl: str) -> None:
+    jobs = listed(glcl, REPO, "CI_COMMIT_TAG=v1.2.3", "CI_COMMIT_BRANCH=")
+    assert list(jobs)[-2:] == ["release", "promote"]
+    assert "train" not in jobs and "fetch-model" in jobs and "report" not in jobs
+    assert jobs["build-serving"] == "[train,fetch-model]"
+
+
+def test_schema_errors_are_caught(glcl: str, tmp_path: Path) -> None:
+    broken = (
+        (REPO / ".gitlab-ci.yml")
+        .read_text()
+        .replace("  script:\n    - make lint", "  scirpt:\n    - make lint")
+    )
+    (tmp_path / ".gitlab-ci.yml").write_text(broken)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = subprocess.run([glcl, "--list"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "lint must have script" in result.stderr
+
+
+def gitlab_commands() -> dict[str, set[str]]:
+    config = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    by_stage: dict[str, set[str]] = {stage: set() for stage in config["stages"]}
+    for name, job in config.items():
+        if isinstance(job, dict) and "script" in job and not name.startswith("."):
+            assert len(job["script"]) == 1, f"{name}: one command per job"
+            by_stage[job["stage"]].add(job["script"][0].replace("$CI_COMMIT_TAG", "$TAG"))
+    return by_stage
+
+
+def jenkins_commands() -> dict[str, set[str]]:
+    text = (REPO / "Jenkinsfile").read_text()
+    by_stage: dict[str, set[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        top = re.match(r"^    stage\('([^']+)'\)", line)
+        if top:
+            current = top.group(1)
+            by_stage[current] = set()
+        for command in re.findall(r"\bsh '([^']+)'", line):
+            by_stage[current].add(command.replace("$TAG_NAME", "$TAG"))
+    return by_stage
+
+
+def test_every_job_runs_one_make_target_or_its_script() -> None:
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
+    for stage, commands in gitlab_commands().items():
+        for command in commands:
+            make = re.fullmatch(r"make ([a-z-]+)( TAG=\$TAG)?", command)
+            script = re.fullmatch(r"sh (scripts/ci/[a-z_]+\.sh)( \S+)?", command)
+            assert make or script, f"{stage}: {command!r} is neither a make target nor a CI script"
+            if make:
+                assert make.group(1) in targets, command
+            else:
+                assert script is not None
+                path = script.group(1)
+                assert (REPO / path).is_file() and path in (REPO / "Makefile").read_text()
+
+
+def test_jenkins_and_gitlab_have_the_same_stages_and_commands() -> None:
+    gitlab, jenkins = gitlab_commands(), jenkins_commands()
+    assert list(jenkins) == list(gitlab)
+    for stage in gitlab:
+        assert jenkins[stage] == gitlab[stage] - GITLAB_ONLY, stage
+
+
+def test_jenkinsfile_parses_as_groovy() -> None:
+    groovy = shutil.which("groovy")
+    assert groovy, "groovy missing: run scripts/bootstrap.sh (system-packages.txt)"
+    script = 'new GroovyShell().parse(new File(args[0])); println "ok"'
+    ok = subprocess.run(
+        [groovy, "-e", script, str(REPO / "Jenkinsfile")], capture_output=True, text=True
+    )
+    assert ok.stdout.strip() == "ok", ok.stderr
+    broken = REPO / ".." / "Jenkinsfile.broken"
+    try:
+        broken.write_text((REPO / "Jenkinsfile").read_text().replace("stages {", "stages {{", 1))
+        bad = subprocess.run([groovy, "-e", script, str(broken)], capture_output=True, text=True)
+        assert bad.returncode != 0
+    finally:
+        broken.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def ci_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git copy with a second commit, so the report has a base to compare against; the copy
+    reuses this venv (VENV=...) instead of bootstrapping a new one."""
+    repo = copy_repo(tmp_path_factory.mktemp("ci"))
+    for name in ("models/model.onnx", "reports/figures"):
+        source = REPO / name
+        if source.is_file():
+            shutil.copy2(source, repo / name)
+        elif source.is_dir():
+            shutil.copytree(source, repo / name)
+    metrics = repo / "metrics" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.9', 1))
+    subprocess.run(["git", *ID, "commit", "-qam", "candidate"], cwd=repo, check=True)
+    return repo
+
+
+def run_job(
+    glcl: str, repo: Path, job: str, *variables: str, path: str = ""
+) -> subprocess.CompletedProcess[str]:
+    args = ["--variable", f"VENV={VENV}", *(a for v in variables for a in ("--variable", v))]
+    env = {
+        **os.environ,
+        "PATH": f"{path}{os.pathsep}{os.environ['PATH']}" if path else os.environ["PATH"],
+    }
+    return subprocess.run(
+        [glcl, "--force-shell-executor", *args, job],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+def test_lint_job_runs(glcl: str, ci_copy: Path) -> None:
+    result = run_job(glcl, ci_copy, "lint")
+    assert result.returncode == 0 and "PASS  lint" in result.stdout, result.stdout[-3000:]
+
+
+def test_test_job_runs_a_subset(glcl: str, ci_copy: Path) -> None:
+    result = run_job(glcl, ci_copy, "test", "PYTEST_ARGS=tests/unit/test_config.py --no-cov")
+    assert result.returncode == 0 and "PASS  test" in result.stdout, result.stdout[-3000:]
+    assert "15 passed" in result.stdout
+
+
+def test_manifests_job_runs(glcl: str, ci_copy: Path) -> None:
+    result = run_job(glcl, ci_copy, "manifests")
+    assert result.returncode == 0 and "PASS  manifests" in result.stdout, result.stdout[-3000:]
+    assert any((ci_copy / ".bench/manifests/rendered").glob("*.yaml"))
+
+
+def test_report_job_builds_and_posts(glcl: str, ci_copy: Path, tmp_path: Path) -> None:
+    """`cml` is not installable here: a stand-in records the call it gets, and says it is one."""
+    log = tmp_path / "cml.log"
+    fake = tmp_path / "bin" / "cml"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "cml stand-in (tests/ci): $*" | tee -a {log}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    result = run_job(glcl, ci_copy, "report", "BASE=HEAD~1", path=str(fake.parent))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "comment update reports/mr/report.md --watermark-title=model report" in log.read_text()
+    report = (ci_copy / "reports/mr/report.md").read_text()
+    assert "| accuracy |" in report and "0.99" in report
