@@ -264,6 +264,7 @@ class ModelService:
             previous = self.model
             try:
                 candidate = await asyncio.to_thread(self._loader, uri, registration)
+                _check_compatible(previous, candidate)
             except Exception as exc:
                 self.metrics.record_reload(success=False)
                 reason = str(exc) if isinstance(exc, ModelError) else "internal error"
@@ -392,6 +393,16 @@ class _InjectedFault(ClientError):
 
     def __init__(self) -> None:
         super().__init__(503, "injected fault (FAULT_ERROR_RATE): try again")
+
+
+def _check_compatible(previous: LoadedModel, candidate: LoadedModel) -> None:
+    """A reload must not change the API under its clients: same input width, same classes."""
+    if (candidate.features, candidate.num_classes) != (previous.features, previous.num_classes):
+        raise ModelError(
+            f"{candidate.source}: takes [batch, {candidate.features}] and predicts "
+            f"{candidate.num_classes} classes; the served API is [batch, {previous.features}] "
+            f"with {previous.num_classes} classes (deploy a new service for a new signature)"
+        )
 
 
 def model_metadata(model: LoadedModel) -> dict[str, Any]:

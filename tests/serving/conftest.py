@@ -144,12 +144,13 @@ class AsgiClient:
         body: bytes | str | Any = b"",
         headers: dict[str, str] | None = None,
         chunk: int | None = None,
+        content_length: bool = True,
     ) -> Response:
         if not isinstance(body, (bytes, str)):
             body = json.dumps(body)
         payload = body.encode() if isinstance(body, str) else body
         raw_headers = [(b"host", b"test")]
-        if payload:
+        if payload and content_length:
             raw_headers.append((b"content-length", str(len(payload)).encode()))
         for key, value in (headers or {}).items():
             raw_headers.append((key.lower().encode(), value.encode()))

@@ -1,0 +1,215 @@
+"""Client mistakes get a 4xx JSON reason, never a 5xx, and the service keeps serving.
+
+A hand-written corpus pins the message for each mistake; hypothesis then throws arbitrary JSON
+documents, mutated valid requests and raw bytes at both inference endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ml.serving.model import LoadedModel
+
+from .conftest import AsgiClient, Response, digits_rows, make_app
+
+INFER = "/v2/models/digits-classifier/infer"
+ROW = [1.0] * 64
+
+
+def tensor(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ROW}
+    base.update(fields)
+    return {"inputs": [base]}
+
+
+PREDICT_CORPUS: list[tuple[Any, int, str]] = [
+    (b"", 400, "body is empty"),
+    (b"{not json", 400, "malformed JSON"),
+    (b"\xff\xfe", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    (b'{"instances": [[NaN]]}', 400, "malformed JSON"),
+    (b'{"instances": [[1e400]]}', 400, "malformed JSON"),
+    ({"rows": [ROW]}, 400, "missing 'instances'"),
+    ({"instances": []}, 400, "non-empty array"),
+    ({"instances": "abc"}, 400, "non-empty array"),
+    ({"instances": [[]]}, 400, "has shape [1, 0]"),
+    ({"instances": ROW}, 400, "has shape [64]"),
+    ({"instances": [ROW[:63]]}, 400, "has shape [1, 63]"),
+    ({"instances": [ROW + [1.0]]}, 400, "has shape [1, 65]"),
+    ({"instances": [ROW, ROW[:10]]}, 400, "rectangular"),
+    ({"instances": [["1"] * 64]}, 400, "found strings"),
+    ({"instances": [[None] * 64]}, 400, "found nulls"),
+    ({"instances": [[True] * 64]}, 400, "found a boolean"),
+    ({"instances": [ROW[:63] + [False]]}, 400, "found a boolean"),
+    ({"instances": [ROW[:63] + [{"a": 1}]]}, 400, "only numbers"),
+    ({"instances": [ROW[:63] + [10**40]]}, 400, "too large for float32"),
+    ({"instances": [[1] * 63 + [10**40]]}, 400, "float32"),
+    ({"instances": [ROW[:63] + [1e39]]}, 400, "too large for float32"),
+    ({"instances": [ROW[:63] + [-1e39]]}, 400, "too large for float32"),
+    ({"instances": [ROW] * 257}, 413, "exceeds MAX_BATCH=256"),
+    ({"instances": [[[ROW]]]}, 400, "has shape [1, 1, 1, 64]"),
+]
+
+INFER_CORPUS: list[tuple[Any, int, str]] = [
+    ({}, 400, "'inputs' must be a list"),
+    ({"inputs": []}, 400, "'inputs' must be a list"),
+    ({"inputs": [1]}, 400, "'inputs' must be a list"),
+    ({"inputs": [tensor()["inputs"][0]] * 2}, 400, "exactly one tensor"),
+    (tensor(name="x"), 400, "unknown input 'x'"),
+    (tensor(datatype="FP64"), 400, "datatype is 'FP64'"),
+    (tensor(datatype="BYTES", data=["a"] * 64), 400, "datatype is 'BYTES'"),
+    (tensor(shape="1,64"), 400, "'shape' must be a non-empty list"),
+    (tensor(shape=[]), 400, "'shape' must be a non-empty list"),
+    (tensor(shape=[1, -64]), 400, "'shape' must be a non-empty list"),
+    (tensor(shape=[True, 64]), 400, "'shape' must be a non-empty list"),
+    (tensor(shape=[1, 63]), 400, "holds 64 values but shape [1, 63] needs 63"),
+    (tensor(shape=[2, 32]), 400, "has shape [2, 32]"),
+    (tensor(shape=[1, 8, 8, 1]), 400, "has shape [1, 8, 8, 1]"),
+    (tensor(shape=[0, 64], data=[]), 400, "'data' must be a non-empty array"),
+    (tensor(data=None), 400, "'data' must be a non-empty array"),
+    (tensor(data=[[1.0] * 10, [1.0] * 54]), 400, "flat or rectangular"),
+    (tensor(data=["x"] * 64), 400, "found strings"),
+    (tensor(data=ROW[:63] + [True]), 400, "found a boolean"),
+    (tensor(data=ROW[:63] + [3e38 * 10]), 400, "too large for float32"),
+    (tensor(shape=[300, 64], data=ROW * 300), 413, "exceeds MAX_BATCH=256"),
+    ({**tensor(), "id": 5}, 400, "'id' must be a string"),
+    ({**tensor(), "outputs": [{"name": "logits"}]}, 400, "unknown outputs ['logits']"),
+    ({**tensor(), "outputs": "label"}, 400, "'outputs' must be a list"),
+    ({**tensor(), "outputs": [{"nome": "label"}]}, 400, "'outputs' must be a list"),
+]
+
+
+def check_client_error(response: Response, status: int, fragment: str) -> None:
+    assert response.status == status, response.body
+    assert response.headers["content-type"] == "application/json"
+    message = response.json()["error"]
+    assert fragment in message, message
+
+
+@pytest.mark.parametrize("body, status, fragment", PREDICT_CORPUS)
+def test_predict_bad_input(client: AsgiClient, body: Any, status: int, fragment: str) -> None:
+    check_client_error(client.post("/predict", body), status, fragment)
+    assert client.post("/predict", {"instances": [ROW]}).status == 200  # still serving
+
+
+@pytest.mark.parametrize("body, status, fragment", INFER_CORPUS)
+def test_infer_bad_input(client: AsgiClient, body: Any, status: int, fragment: str) -> None:
+    check_client_error(client.post(INFER, body), status, fragment)
+    assert client.post(INFER, tensor()).status == 200
+
+
+def test_oversized_body_is_413_by_header_and_by_stream(model: LoadedModel) -> None:
+    client = AsgiClient(make_app(model, max_body_bytes=4096))
+    big = json.dumps({"instances": [ROW] * 40})
+    check_client_error(client.post("/predict", big), 413, "exceeds MAX_BODY_BYTES=4096")
+    # no Content-Length (chunked transfer): the limit is enforced while the chunks arrive
+    streamed = client.post("/predict", big, chunk=512, content_length=False)
+    check_client_error(streamed, 413, "exceeds MAX_BODY_BYTES=4096")
+    small = json.dumps({"instances": [ROW]})
+    assert client.post("/predict", small, chunk=64, content_length=False).status == 200
+
+
+def test_bad_content_length_and_binary_extension(client: AsgiClient) -> None:
+    body = json.dumps({"instances": [ROW]})
+    bad_length = client.post("/predict", body, headers={"content-length": "12x"})
+    check_client_error(bad_length, 400, "invalid Content-Length")
+    binary = client.post(INFER, body, headers={"Inference-Header-Content-Length": "10"})
+    check_client_error(binary, 415, "binary tensor extension")
+
+
+# -- property-based -----------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=40,
+)
+pixel = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+HYPOTHESIS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def assert_handled(response: Response) -> None:
+    assert response.status < 500, response.body
+    body = response.json()
+    if response.status >= 400:
+        assert isinstance(body["error"], str) and body["error"]
+
+
+@HYPOTHESIS
+@given(document=json_values)
+def test_any_json_document_is_handled(client: AsgiClient, document: Any) -> None:
+    for path in ("/predict", INFER):
+        assert_handled(client.post(path, json.dumps(document)))
+        assert_handled(client.post(path, json.dumps({"instances": document})))
+        assert_handled(client.post(path, json.dumps(tensor(data=document))))
+
+
+@HYPOTHESIS
+@given(raw=st.binary(max_size=300))
+def test_any_bytes_are_handled(client: AsgiClient, raw: bytes) -> None:
+    assert_handled(client.post("/predict", raw))
+    assert_handled(client.post(INFER, raw))
+
+
+@HYPOTHESIS
+@given(
+    rows=st.integers(1, 4),
+    width=st.sampled_from([63, 64, 65]),
+    values=st.lists(pixel, min_size=1, max_size=8),
+    shape=st.lists(st.integers(-2, 70), min_size=1, max_size=4),
+)
+def test_mutated_tensors_are_handled(
+    client: AsgiClient, rows: int, width: int, values: list[Any], shape: list[int]
+) -> None:
+    data = (values * (rows * width))[: rows * width]
+    for fields in ({"shape": [rows, width]}, {"shape": shape}):
+        response = client.post(INFER, tensor(data=data, **fields))
+        assert_handled(response)
+        if response.status == 200:  # accepted only when every value is a finite number
+            assert width == 64 and all(type(v) in (int, float) for v in data)
+    assert_handled(client.post("/predict", {"instances": [data[i::rows] for i in range(rows)]}))
+
+
+@HYPOTHESIS
+@given(
+    rows=st.lists(
+        st.lists(st.floats(0, 16, width=32), min_size=64, max_size=64), min_size=1, max_size=6
+    )
+)
+def test_valid_rows_always_predict_the_argmax(
+    client: AsgiClient, model: LoadedModel, rows: list[list[float]]
+) -> None:
+    response = client.post("/predict", {"instances": rows})
+    assert response.status == 200
+    body = response.json()
+    probabilities = np.array(body["probabilities"], dtype=np.float32)
+    assert body["predictions"] == probabilities.argmax(axis=1).tolist()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    _, labels = model.predict(np.array(rows, dtype=np.float32))
+    assert body["predictions"] == labels.tolist()
+
+
+def test_integer_pixels_equal_float_pixels(client: AsgiClient) -> None:
+    rows = digits_rows(3)
+    as_int = client.post("/predict", {"instances": rows.astype(int).tolist()}).json()
+    as_float = client.post("/predict", {"instances": rows.tolist()}).json()
+    assert as_int == as_float

@@ -1,0 +1,93 @@
+"""Environment configuration: defaults, validation messages, and no faults in production."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.serving.config import ConfigError, FaultConfig, ServingConfig
+
+
+def test_defaults_are_safe() -> None:
+    config = ServingConfig.from_env({})
+    assert config == ServingConfig()
+    assert config.host == "127.0.0.1" and config.port == 8080
+    assert config.admin_token is None and not config.faults.active
+    assert config.intra_op_threads == 1
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "MODEL_URI": "models:/digits-classifier@champion",
+        "MODEL_REGISTRATION": "/m/registration.json",
+        "MODEL_NAME": "digits",
+        "HOST": "0.0.0.0",
+        "PORT": "9000",
+        "MAX_BODY_BYTES": "2048",
+        "MAX_BATCH": "32",
+        "ADMIN_TOKEN": "x" * 16,
+        "ORT_INTRA_OP_THREADS": "2",
+        "LOG_LEVEL": "DEBUG",
+        "DEPLOY_ENV": "staging",
+        "GRACEFUL_TIMEOUT_S": "5",
+        "FAULT_ERROR_RATE": "0.1",
+        "FAULT_LATENCY_MS": "250",
+        "FAULT_DEGRADE": "Shuffle",
+    }
+    config = ServingConfig.from_env(env)
+    assert config.model_uri == "models:/digits-classifier@champion"
+    assert config.registration_path == "/m/registration.json" and config.model_name == "digits"
+    assert (config.host, config.port, config.max_body_bytes, config.max_batch) == (
+        "0.0.0.0",
+        9000,
+        2048,
+        32,
+    )
+    assert config.admin_token == "x" * 16 and config.intra_op_threads == 2
+    assert config.log_level == "debug" and config.deploy_env == "staging"
+    assert config.graceful_timeout_s == 5.0
+    assert config.faults == FaultConfig(error_rate=0.1, latency_ms=250.0, degrade="shuffle")
+    assert config.faults.describe() == {
+        "error_rate": 0.1,
+        "latency_ms": 250.0,
+        "degrade": "shuffle",
+    }
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"PORT": "http"}, "PORT='http': expected an integer"),
+        ({"PORT": "70000"}, "PORT='70000': expected a value in [0, 65535]"),
+        ({"MAX_BATCH": "0"}, "MAX_BATCH='0'"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES='10'"),
+        ({"FAULT_ERROR_RATE": "1.5"}, "FAULT_ERROR_RATE='1.5': expected a value in [0.0, 1.0]"),
+        ({"FAULT_ERROR_RATE": "nan"}, "FAULT_ERROR_RATE='nan'"),
+        ({"FAULT_LATENCY_MS": "-1"}, "FAULT_LATENCY_MS='-1'"),
+        ({"FAULT_LATENCY_MS": "soon"}, "expected a number"),
+        ({"FAULT_DEGRADE": "random"}, "FAULT_DEGRADE='random': expected one of shuffle, constant"),
+        ({"DEPLOY_ENV": "prod"}, "DEPLOY_ENV='prod'"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must be at least 16 characters"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        ServingConfig.from_env(env)
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"FAULT_ERROR_RATE": "0.1"}, {"FAULT_LATENCY_MS": "100"}, {"FAULT_DEGRADE": "constant"}],
+)
+def test_faults_are_refused_in_production(fault: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        ServingConfig.from_env({"DEPLOY_ENV": "production", **fault})
+    assert "fault injection is refused when DEPLOY_ENV=production" in str(error.value)
+    # the same faults are accepted in staging (the rehearsal's environment)
+    assert ServingConfig.from_env({"DEPLOY_ENV": "staging", **fault}).faults.active
+
+
+def test_production_without_faults_is_fine() -> None:
+    env = {"DEPLOY_ENV": "production", "FAULT_ERROR_RATE": "0", "FAULT_DEGRADE": ""}
+    assert not ServingConfig.from_env(env).faults.active

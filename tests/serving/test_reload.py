@@ -1,0 +1,204 @@
+"""Hot reload: authenticated, checked before the swap, atomic, unseen by requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ml.serving.config import FaultConfig, ServingConfig
+from ml.serving.model import LoadedModel
+
+from .conftest import TOKEN, AsgiClient, digits_rows, make_onnx, metric_value, threaded_server
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def reload(client: AsgiClient, body: object, headers: dict[str, str] | None = AUTH) -> object:
+    return client.post("/admin/reload", body, headers=headers)
+
+
+def test_reload_swaps_to_the_new_model(client: AsgiClient, other_model_dir: Path) -> None:
+    rows = digits_rows(20)
+    before = client.post("/predict", {"instances": rows.tolist()}).json()
+    response = reload(client, {"model_uri": str(other_model_dir / "model.onnx")})
+    assert response.status == 200, response.body
+    body = response.json()
+    assert body["status"] == "reloaded"
+    assert body["previous"]["version"] == "7" and body["current"]["version"] == "8"
+    after = client.post("/predict", {"instances": rows.tolist()}).json()
+    assert after["model_version"] == "8" and after["probabilities"] != before["probabilities"]
+    assert client.get("/metadata").json()["git_commit"] == "commit-8"
+    assert client.get("/v2/models/digits-classifier").json()["versions"] == ["8"]
+    assert client.get("/v2/models/digits-classifier/versions/7").status == 404
+    metrics = client.get("/metrics").body.decode()
+    assert metric_value(metrics, "inference_model_reloads_total", outcome="success") == 1
+    assert (
+        metric_value(
+            metrics,
+            "inference_model_info",
+            model_name="digits-classifier",
+            model_version="8",
+            git_commit="commit-8",
+        )
+        == 1
+    )
+
+
+def test_reload_with_an_explicit_registration_record(
+    client: AsgiClient, other_model_dir: Path, tmp_path: Path
+) -> None:
+    record = json.loads((other_model_dir / "registration.json").read_text())
+    elsewhere = tmp_path / "records" / "v8.json"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(json.dumps({**record, "version": "8b"}))
+    (other_model_dir / "registration.json").unlink()
+    body = {"model_uri": str(other_model_dir / "model.onnx"), "registration": str(elsewhere)}
+    assert reload(client, body).json()["current"]["version"] == "8b"
+
+
+@pytest.mark.parametrize(
+    "make_bad, fragment",
+    [
+        (lambda d: (d / "model.onnx").write_bytes(b"\x08\x01garbage"), "not a loadable ONNX model"),
+        (lambda d: make_onnx(d / "model.onnx", features=32), "[batch, 32]"),
+        (lambda d: make_onnx(d / "model.onnx", input_name="pixels"), "named 'input'"),
+        (lambda d: make_onnx(d / "model.onnx", label_offset=1), "not the argmax"),
+        (lambda d: None, "cannot read model file"),
+    ],
+    ids=["corrupt", "wrong-input-shape", "wrong-input-name", "label-not-argmax", "missing"],
+)
+def test_a_bad_model_is_refused_and_the_old_one_keeps_serving(
+    client: AsgiClient, tmp_path: Path, make_bad: object, fragment: str
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    make_bad(bad)  # type: ignore[operator]
+    rows = {"instances": digits_rows(3).tolist()}
+    before = client.post("/predict", rows).json()
+    response = reload(client, {"model_uri": str(bad / "model.onnx")})
+    assert response.status == 422
+    body = response.json()
+    assert body["error"].startswith("reload failed: ") and fragment in body["error"]
+    assert body["serving"]["version"] == "7"
+    assert client.post("/predict", rows).json() == before
+    metrics = client.get("/metrics").body.decode()
+    assert metric_value(metrics, "inference_model_reloads_total", outcome="failure") == 1
+    assert metric_value(metrics, "inference_model_reloads_total", outcome="success") == 0
+
+
+@pytest.mark.parametrize(
+    "headers, status, fragment",
+    [
+        (None, 401, "missing or wrong bearer token"),
+        ({"Authorization": "Bearer wrong-token-wrong-token"}, 401, "missing or wrong"),
+        ({"Authorization": f"Basic {TOKEN}"}, 401, "missing or wrong"),
+        ({"Authorization": TOKEN}, 401, "missing or wrong"),
+    ],
+)
+def test_reload_needs_the_token(
+    client: AsgiClient,
+    other_model_dir: Path,
+    headers: dict[str, str] | None,
+    status: int,
+    fragment: str,
+) -> None:
+    response = reload(client, {"model_uri": str(other_model_dir / "model.onnx")}, headers)
+    assert response.status == status and fragment in response.json()["error"]
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v2/models/digits-classifier").json()["versions"] == ["7"]
+
+
+def test_reload_is_disabled_without_a_token(model: LoadedModel, other_model_dir: Path) -> None:
+    from .conftest import make_app
+
+    client = AsgiClient(make_app(model))
+    response = reload(client, {"model_uri": str(other_model_dir / "model.onnx")})
+    assert response.status == 403 and "no ADMIN_TOKEN" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({}, "'model_uri' must be"),
+        ({"model_uri": ""}, "'model_uri' must be"),
+        ({"model_uri": 3}, "'model_uri' must be"),
+        ({"model_uri": "m.onnx", "registration": 1}, "'registration' must be"),
+        (b"{", "malformed JSON"),
+    ],
+)
+def test_reload_request_errors(client: AsgiClient, body: object, fragment: str) -> None:
+    response = reload(client, body)
+    assert response.status == 400 and fragment in response.json()["error"]
+
+
+def test_reload_of_a_bad_registry_uri_is_a_clear_422(client: AsgiClient) -> None:
+    response = reload(client, {"model_uri": "models:/digits-classifier"})
+    assert response.status == 422
+    assert "expected models:/<name>@<alias>" in response.json()["error"]
+
+
+def test_an_unexpected_loader_crash_is_500_and_keeps_the_old_model(model: LoadedModel) -> None:
+    from ml.serving.app import ModelService
+
+    def explode(uri: str, registration: str | None) -> LoadedModel:
+        raise RuntimeError("disk on fire")
+
+    client = AsgiClient(ModelService(model, ServingConfig(admin_token=TOKEN), loader=explode))
+    response = reload(client, {"model_uri": "x.onnx"})
+    assert response.status == 500 and response.json()["error"] == "reload failed: internal error"
+    assert client.post("/predict", {"instances": digits_rows(1).tolist()}).status == 200
+
+
+def test_a_thousand_requests_in_flight_during_a_reload_all_succeed(
+    model_dir: Path, other_model_dir: Path
+) -> None:
+    """Requests held in flight (300 ms injected latency) while the model is swapped under them."""
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"),
+        admin_token=TOKEN,
+        faults=FaultConfig(latency_ms=300.0),
+    )
+    rows = digits_rows(1, seed=5).tolist()
+
+    async def scenario(base: str) -> tuple[list[httpx.Response], httpx.Response]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        load = httpx.AsyncClient(base_url=base, timeout=60, limits=limits)
+        admin = httpx.AsyncClient(base_url=base, timeout=60)
+        async with load, admin:
+
+            async def one() -> httpx.Response:
+                return await load.post("/predict", json={"instances": rows})
+
+            tasks = [asyncio.create_task(one()) for _ in range(1000)]
+
+            async def in_flight() -> float:
+                text = (await admin.get("/metrics")).text
+                return metric_value(text, "inference_requests_in_flight")
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while await in_flight() < 200:  # wait until requests are really held in flight
+                assert asyncio.get_running_loop().time() < deadline, "requests never in flight"
+                await asyncio.sleep(0.005)
+            swap = await admin.post(
+                "/admin/reload",
+                json={"model_uri": str(other_model_dir / "model.onnx")},
+                headers=AUTH,
+            )
+            return list(await asyncio.gather(*tasks)), swap
+
+    with threaded_server(config) as (base, _server):
+        responses, swap = asyncio.run(scenario(base))
+        after = httpx.post(f"{base}/predict", json={"instances": rows}).json()
+    assert swap.status_code == 200, swap.text
+    assert [r.status_code for r in responses] == [200] * 1000
+    versions = {r.json()["model_version"] for r in responses}
+    assert "7" in versions  # some finished on the old model ...
+    assert after["model_version"] == "8"  # ... and the new one serves from then on
+    by_version = {r.json()["model_version"]: r.json()["predictions"] for r in responses}
+    assert set(by_version) <= {"7", "8"}
+    np.testing.assert_array_equal(by_version["7"], [by_version["7"][0]])
