@@ -71,7 +71,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
 .PHONY: tests ci-train cml-runner report mr-report manifests-ci kubeconform image-build image-scan \
-	release promote perf-gate model-pull
+	release promote perf-gate perf-baseline model-pull
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
@@ -124,5 +124,8 @@ release: $(READY) ## TAG=vX.Y.Z: staging write-back, production branch, MLflow a
 promote: $(READY) ## TAG=vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote
 
-perf-gate: $(READY) ## fail when serving latency or pipeline time regressed > 10% vs benchmarks/baseline.json
+perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs benchmarks/baseline.json
 	$(PY) -m scripts.perf_gate
+
+perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json (on a quiet machine)
+	$(PY) -m scripts.perf_gate --update

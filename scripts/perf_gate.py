@@ -1,0 +1,189 @@
+"""`make perf-gate`: fail CI when serving latency or pipeline time regressed > 10% vs the baseline.
+
+The build machines are noisy (run-to-run spread up to 60% on shared CPUs), so the gate compares
+numbers normalised by a calibration measured in the same run on the same machine:
+- serving: p50 and p99 of single-row `/predict` requests through the real service, divided by the
+  p50 of `/v2/health/live` on the same server (HTTP + event loop, no inference), best of 5 passes;
+- pipeline: `dvc repro` from clean divided by the same six stage commands run without DVC
+  (`.bench/pipeline.json`, written by `make bench-pipeline`, which this target runs first).
+Absolute numbers are printed beside them. `--update` rewrites benchmarks/baseline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from scripts.repo_copy import REPO
+
+BASELINE = REPO / "benchmarks" / "baseline.json"
+TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    baseline: float
+    measured: float
+
+    @property
+    def change(self) -> float:
+        return self.measured / self.baseline - 1.0
+
+    @property
+    def passed(self) -> bool:
+        return round(self.change, 9) <= TOLERANCE  # lower is better for every gated number
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_service(model: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "MODEL_URI": str(model), "PORT": str(port), "HOST": "127.0.0.1"}
+    env["LOG_LEVEL"] = "warning"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ml.serving"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise SystemExit(f"perf-gate: the service did not start:\n{err[-2000:]}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def latencies_ms(
+    client: httpx.Client, method: str, url: str, body: bytes | None, count: int
+) -> np.ndarray:
+    timings = np.empty(count)
+    headers = {"content-type": "application/json"}
+    for i in range(count):
+        start = time.perf_counter()
+        response = client.request(method, url, content=body, headers=headers)
+        timings[i] = (time.perf_counter() - start) * 1000
+        if response.status_code != 200:
+            raise SystemExit(
+                f"perf-gate: {url} answered {response.status_code}: {response.text[:200]}"
+            )
+    return timings
+
+
+def measure_serving(model: Path, passes: int, count: int) -> dict[str, float]:
+    """Best pass wins: on a shared machine noise only ever adds latency, so the minimum over
+    passes of each same-pass ratio is the most repeatable estimate of the service's own cost."""
+    row = json.dumps({"instances": [[float(v % 17) for v in range(64)]]}).encode()
+    per_pass: list[dict[str, float]] = []
+    with running_service(model) as url, httpx.Client() as client:
+        latencies_ms(client, "POST", f"{url}/predict", row, 200)  # warm-up
+        for _ in range(passes):
+            predict = latencies_ms(client, "POST", f"{url}/predict", row, count)
+            health = latencies_ms(client, "GET", f"{url}/v2/health/live", None, count)
+            p50, p99 = float(np.percentile(predict, 50)), float(np.percentile(predict, 99))
+            base = float(np.percentile(health, 50))
+            per_pass.append(
+                {
+                    "predict_p50_ms": p50,
+                    "predict_p99_ms": p99,
+                    "health_p50_ms": base,
+                    "predict_p50_ratio": p50 / base,
+                    "predict_p99_ratio": p99 / base,
+                }
+            )
+    return {key: min(p[key] for p in per_pass) for key in per_pass[0]}
+
+
+def pipeline_numbers(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        raise SystemExit(f"perf-gate: {path} missing: run `make bench-pipeline` first")
+    rows = {row["case"]: float(row["seconds"]) for row in json.loads(path.read_text())["rows"]}
+    full, bare = rows["full repro"], rows["peer: same commands, no DVC"]
+    return {"pipeline_full_s": full, "pipeline_bare_s": bare, "pipeline_ratio": full / bare}
+
+
+GATED = ("predict_p50_ratio", "predict_p99_ratio", "pipeline_ratio")
+
+
+def compare(baseline: dict[str, float], measured: dict[str, float]) -> list[Check]:
+    missing = [k for k in GATED if k not in baseline or k not in measured]
+    if missing:
+        raise SystemExit(f"perf-gate: no baseline or measurement for {missing}")
+    return [Check(name, baseline[name], measured[name]) for name in GATED]
+
+
+def table(checks: list[Check], measured: dict[str, float]) -> str:
+    lines = [f"{'metric':<22}{'baseline':>10}{'measured':>10}{'change':>9}  verdict"]
+    for c in checks:
+        verdict = "ok" if c.passed else f"REGRESSED (> {TOLERANCE:.0%})"
+        lines.append(
+            f"{c.name:<22}{c.baseline:>10.3f}{c.measured:>10.3f}{c.change:>+9.1%}  {verdict}"
+        )
+    lines.append(
+        "absolute: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(measured.items()) if k not in GATED)
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=str(REPO / "models" / "model.onnx"))
+    parser.add_argument("--pipeline-json", default=str(REPO / ".bench" / "pipeline.json"))
+    parser.add_argument("--baseline", default=str(BASELINE))
+    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument(
+        "--update", action="store_true", help="write the measurement as the baseline"
+    )
+    args = parser.parse_args(argv)
+    measured = measure_serving(Path(args.model), args.passes, args.requests)
+    measured.update(pipeline_numbers(Path(args.pipeline_json)))
+    if args.update:
+        Path(args.baseline).write_text(json.dumps(measured, indent=2, sort_keys=True) + "\n")
+        print(f"perf-gate: wrote baseline {args.baseline}")
+        return 0
+    checks = compare(json.loads(Path(args.baseline).read_text()), measured)
+    print(table(checks, measured))
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        print(f"perf-gate: regression over {TOLERANCE:.0%} in {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
