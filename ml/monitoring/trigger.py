@@ -1,0 +1,382 @@
+"""Retraining triggers: decide from signals, never twice for the same cause, then start a run.
+
+Reasons: input drift (the drift job's verdict), a performance drop on labelled feedback, enough
+new labelled rows, the schedule (for setups without the CronWorkflow), or a person (manual).
+Guards, in order, each recorded with the decision:
+1. duplicate: the same reasons for the same model version and data window already triggered
+   (a retried job must not start a second run);
+2. in flight: a retraining is still running (asked of the backend; if it cannot tell, a run is
+   presumed running until ``max_run_hours`` after it started);
+3. cool-down: the last run started less than ``cooldown_hours`` ago (manual triggers skip this
+   guard only: a person may insist, but not while a run is in flight).
+State is one JSON file (a PersistentVolume in the cluster) written atomically under an
+exclusive lock, so a restarted or concurrent job sees every earlier decision.
+Dry run evaluates everything, reads the backend's status, and neither submits nor writes.
+
+Backends take an injected ``httpx.Client``: the GitLab pipeline trigger API or the Argo Server's
+WorkflowTemplate submission.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from ml.config import RetrainParams
+from ml.io import write_text
+
+REASONS = ("drift", "performance", "new_data", "schedule", "manual")
+STATE_VERSION = 1
+_KEEP = 50  # dedup keys and history entries kept: bounded state
+
+
+class TriggerError(RuntimeError):
+    """The trigger cannot decide or cannot submit; the message names the file or endpoint."""
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the caller observed; ``window`` names the data they were computed on (dedup)."""
+
+    drift: bool = False
+    performance_drop: float | None = None
+    new_rows: int | None = None
+    scheduled: bool = False
+    manual: bool = False
+    model_version: str = ""
+    window: str = ""
+
+
+def reasons_for(signals: Signals, params: RetrainParams) -> list[str]:
+    out = []
+    if signals.drift:
+        out.append("drift")
+    if signals.performance_drop is not None and signals.performance_drop > params.performance_drop:
+        out.append("performance")
+    if signals.new_rows is not None and signals.new_rows >= params.new_data_rows:
+        out.append("new_data")
+    if signals.scheduled:
+        out.append("schedule")
+    if signals.manual:
+        out.append("manual")
+    return out
+
+
+def dedup_key(reasons: list[str], signals: Signals, now: float) -> str:
+    """Same cause on the same data and model -> same key. Manual triggers are each unique."""
+    parts = ["+".join(sorted(reasons)), signals.model_version, signals.window]
+    if "manual" in reasons:
+        parts.append(repr(now))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Run:
+    backend: str
+    id: str
+    url: str
+    started_at: float
+    reasons: tuple[str, ...]
+    key: str
+    finished: bool = False
+
+
+@dataclass
+class TriggerState:
+    last_run: Run | None = None
+    recent_keys: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        body = {
+            "version": STATE_VERSION,
+            "last_run": None if self.last_run is None else asdict(self.last_run),
+            "recent_keys": self.recent_keys[-_KEEP:],
+            "history": self.history[-_KEEP:],
+        }
+        return json.dumps(body, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TriggerState":
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
+            raise ValueError(f"expected a version {STATE_VERSION} state document")
+        last = raw.get("last_run")
+        run = None
+        if last is not None:
+            run = Run(**{**last, "reasons": tuple(last["reasons"])})
+        return cls(run, list(raw.get("recent_keys", [])), list(raw.get("history", [])))
+
+
+class StateStore:
+    """One JSON file plus a lock file beside it; survives restarts on a persistent volume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load(self) -> TriggerState:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return TriggerState()
+        try:
+            return TriggerState.from_json(text)
+        except (ValueError, TypeError, KeyError) as exc:
+            # a reset would forget the cool-down and could start a retraining storm: stop instead
+            raise TriggerError(f"{self.path}: unreadable trigger state ({exc}); fix or remove it")
+
+    def save(self, state: TriggerState) -> None:
+        write_text(self.path, state.to_json())
+
+
+class Backend(Protocol):
+    name: str
+
+    def submit(self, reasons: list[str], key: str, now: float) -> Run:
+        """Start a retraining run."""
+
+    def running(self, last: Run | None) -> bool | None:
+        """Is a retraining running now? None when the backend cannot tell."""
+
+
+def _check(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The JSON object of a successful answer; anything else is a TriggerError naming `what`."""
+    if response.status_code >= 400:
+        raise TriggerError(f"{what}: HTTP {response.status_code}: {response.text[:300]}")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise TriggerError(f"{what}: not JSON: {response.text[:300]}") from exc
+    if not isinstance(body, dict):
+        raise TriggerError(f"{what}: expected a JSON object, got: {response.text[:300]}")
+    return body
+
+
+class GitLabBackend:
+    """POST /projects/:id/trigger/pipeline (a pipeline trigger token); status needs a read token."""
+
+    name = "gitlab"
+    _ACTIVE = {"created", "waiting_for_resource", "preparing", "pending", "running", "scheduled"}
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        api_url: str,
+        project: str,
+        trigger_token: str,
+        ref: str = "main",
+        read_token: str | None = None,
+    ) -> None:
+        self.client = client
+        self.base = f"{api_url.rstrip('/')}/projects/{quote(project, safe='')}"
+        self.trigger_token = trigger_token
+        self.ref = ref
+        self.read_token = read_token
+
+    def submit(self, reasons: list[str], key: str, now: float) -> Run:
+        data = {
+            "token": self.trigger_token,
+            "ref": self.ref,
+            "variables[RETRAIN]": "true",
+            "variables[RETRAIN_REASON]": ",".join(reasons),
+            "variables[RETRAIN_KEY]": key,
+        }
+        try:
+            response = self.client.post(f"{self.base}/trigger/pipeline", data=data)
+        except httpx.HTTPError as exc:
+            raise TriggerError(f"GitLab trigger at {self.base}: {exc}") from exc
+        body = _check(response, f"GitLab trigger at {self.base}")
+        if "id" not in body:
+            raise TriggerError(f"GitLab trigger at {self.base}: no pipeline id in {body}")
+        return Run(
+            self.name, str(body["id"]), str(body.get("web_url", "")), now, tuple(reasons), key
+        )
+
+    def running(self, last: Run | None) -> bool | None:
+        if last is None or last.backend != self.name:
+            return False
+        if self.read_token is None:
+            return None
+        url = f"{self.base}/pipelines/{last.id}"
+        try:
+            response = self.client.get(url, headers={"PRIVATE-TOKEN": self.read_token})
+        except httpx.HTTPError as exc:
+            raise TriggerError(f"GitLab pipeline status at {url}: {exc}") from exc
+        return str(_check(response, f"GitLab pipeline status at {url}").get("status")) in (
+            self._ACTIVE
+        )
+
+
+class ArgoBackend:
+    """Argo Server: submit the WorkflowTemplate; "running" = any unfinished workflow of it."""
+
+    name = "argo"
+    PIPELINE_LABEL = "mlops.example.com/pipeline"
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        server_url: str,
+        namespace: str,
+        template: str,
+        pipeline: str,
+        token: str | None = None,
+    ) -> None:
+        self.client = client
+        self.server = server_url.rstrip("/")
+        self.namespace = namespace
+        self.template = template
+        self.pipeline = pipeline
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    def submit(self, reasons: list[str], key: str, now: float) -> Run:
+        url = f"{self.server}/api/v1/workflows/{self.namespace}/submit"
+        body = {
+            "namespace": self.namespace,
+            "resourceKind": "WorkflowTemplate",
+            "resourceName": self.template,
+            "submitOptions": {
+                "labels": f"mlops.example.com/retrain-key={key}",
+                "parameters": [f"reason={'+'.join(reasons)}"],
+            },
+        }
+        try:
+            response = self.client.post(url, json=body, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise TriggerError(f"Argo submit at {url}: {exc}") from exc
+        name = (_check(response, f"Argo submit at {url}").get("metadata") or {}).get("name")
+        if not name:
+            raise TriggerError(f"Argo submit at {url}: no workflow name in the answer")
+        ui = f"{self.server}/workflows/{self.namespace}/{name}"
+        return Run(self.name, name, ui, now, tuple(reasons), key)
+
+    def running(self, last: Run | None) -> bool | None:
+        url = f"{self.server}/api/v1/workflows/{self.namespace}"
+        selector = f"{self.PIPELINE_LABEL}={self.pipeline},workflows.argoproj.io/completed!=true"
+        try:
+            response = self.client.get(
+                url, params={"listOptions.labelSelector": selector}, headers=self.headers
+            )
+        except httpx.HTTPError as exc:
+            raise TriggerError(f"Argo workflow list at {url}: {exc}") from exc
+        return bool(_check(response, f"Argo workflow list at {url}").get("items"))
+
+
+Action = Literal["none", "skipped", "dry-run", "triggered"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reasons: tuple[str, ...]
+    why: str
+    key: str = ""
+    run: Run | None = None
+    decided_at: float = 0.0
+    last_run: Run | None = None
+    cooldown_remaining_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "why": self.why,
+            "key": self.key,
+            "decided_at": self.decided_at,
+            "run": None if self.run is None else asdict(self.run),
+            "last_run": None if self.last_run is None else asdict(self.last_run),
+            "cooldown_remaining_s": round(self.cooldown_remaining_s, 3),
+        }
+
+
+class Trigger:
+    def __init__(
+        self,
+        store: StateStore,
+        backend: Backend | None,
+        params: RetrainParams,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if backend is None and not dry_run:
+            raise TriggerError("no retraining backend configured: pass one, or use dry run")
+        self.store = store
+        self.backend = backend
+        self.params = params
+        self.dry_run = dry_run
+        self.clock = clock
+
+    def evaluate(self, signals: Signals) -> Decision:
+        now = self.clock()
+        reasons = reasons_for(signals, self.params)
+        with self.store.locked():
+            state = self.store.load()
+            decision = self._decide(state, reasons, signals, now)
+            if not self.dry_run and decision.action != "none":
+                if decision.run is not None:
+                    state.last_run = decision.run
+                    state.recent_keys = (state.recent_keys + [decision.key])[-_KEEP:]
+                state.history = (state.history + [decision.to_dict()])[-_KEEP:]
+                self.store.save(state)
+        return decision
+
+    def _decide(
+        self, state: TriggerState, reasons: list[str], signals: Signals, now: float
+    ) -> Decision:
+        remaining = self._cooldown_remaining(state.last_run, now)
+
+        def made(action: Action, why: str, key: str = "", run: Run | None = None) -> Decision:
+            return Decision(action, tuple(reasons), why, key, run, now, state.last_run, remaining)
+
+        if not reasons:
+            return made("none", "no signal over its threshold")
+        key = dedup_key(reasons, signals, now)
+        if key in state.recent_keys:
+            return made("skipped", "duplicate: already triggered for this cause", key)
+        if self._in_flight(state, now):
+            last = state.last_run
+            where = last.url if last is not None and last.url else "the backend"
+            return made("skipped", f"in flight: a retraining is still running ({where})", key)
+        if remaining > 0 and "manual" not in reasons:
+            return made("skipped", f"cool-down: {remaining / 3600:.1f} h left", key)
+        if self.dry_run:
+            return made("dry-run", "would trigger (dry run: nothing submitted)", key)
+        assert self.backend is not None  # __init__ refuses no backend outside dry run
+        run = self.backend.submit(reasons, key, now)
+        return made("triggered", f"started {run.backend} run {run.id}", key, run)
+
+    def _cooldown_remaining(self, last: Run | None, now: float) -> float:
+        if last is None:
+            return 0.0
+        return max(0.0, last.started_at + self.params.cooldown_hours * 3600 - now)
+
+    def _in_flight(self, state: TriggerState, now: float) -> bool:
+        last = state.last_run
+        answer = None if self.backend is None else self.backend.running(last)
+        if answer is not None:
+            if not answer and last is not None and not last.finished:
+                state.last_run = replace(last, finished=True)  # saved with the decision
+            return answer
+        if last is None or last.finished:
+            return False
+        return now - last.started_at < self.params.max_run_hours * 3600
