@@ -131,7 +131,9 @@ def load_file(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+        # from the path, not the bytes: weights may sit in external data files beside it
+        # (mlflow.onnx.log_model writes them that way)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"{path}: not a loadable ONNX model: {_first_line(exc)}") from exc
     features = _check_signature(session, path)

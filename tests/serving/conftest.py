@@ -40,22 +40,32 @@ def make_onnx(
     input_name: str = "input",
     pixel_max: float = 16.0,
     label_offset: int = 0,
+    softmax: bool = True,
+    fixed_batch: bool = False,
+    label_name: str = "label",
 ) -> Path:
     """A linear softmax classifier with the serving contract's names, dtypes and dynamic batch.
 
-    ``label_offset`` != 0 makes ``label`` disagree with argmax(probabilities) (a broken export).
+    Broken variants: ``label_offset`` != 0 makes ``label`` disagree with argmax(probabilities);
+    ``softmax=False`` emits raw logits; ``fixed_batch`` fails on any batch but 1; ``label_name``
+    renames an output.
     """
     rng = np.random.default_rng(seed)
     weights = rng.normal(size=(features, classes)).astype(np.float32)
     bias = rng.normal(size=classes).astype(np.float32)
-    nodes = [
-        helper.make_node("Div", [input_name, "pixel_max"], ["scaled"]),
+    first = input_name
+    nodes = []
+    if fixed_batch:
+        nodes.append(helper.make_node("Reshape", [input_name, "one_row"], ["one"]))
+        first = "one"
+    nodes += [
+        helper.make_node("Div", [first, "pixel_max"], ["scaled"]),
         helper.make_node("MatMul", ["scaled", "weights"], ["logits_raw"]),
         helper.make_node("Add", ["logits_raw", "bias"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("Softmax" if softmax else "Identity", ["logits"], ["probabilities"]),
         helper.make_node("ArgMax", ["probabilities"], ["argmax"], axis=1, keepdims=0),
         helper.make_node("Add", ["argmax", "offset"], ["shifted"]),
-        helper.make_node("Mod", ["shifted", "classes"], ["label"]),
+        helper.make_node("Mod", ["shifted", "classes"], [label_name]),
     ]
     initializers = [
         numpy_helper.from_array(np.array(pixel_max, dtype=np.float32), "pixel_max"),
@@ -63,6 +73,7 @@ def make_onnx(
         numpy_helper.from_array(bias, "bias"),
         numpy_helper.from_array(np.array(label_offset, dtype=np.int64), "offset"),
         numpy_helper.from_array(np.array(classes, dtype=np.int64), "classes"),
+        numpy_helper.from_array(np.array([1, features], dtype=np.int64), "one_row"),
     ]
     graph = helper.make_graph(
         nodes,
@@ -70,7 +81,7 @@ def make_onnx(
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", features])],
         [
             helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info(label_name, TensorProto.INT64, ["batch"]),
         ],
         initializers,
     )
