@@ -129,3 +129,13 @@ perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time re
 
 perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json (on a quiet machine)
 	$(PY) -m scripts.perf_gate --update
+
+# --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
+# Candidate (models/model.onnx) vs stable behind a real Prometheus, judged by the AnalysisTemplates
+# of the rendered overlay (REHEARSE_OVERLAY, staging by default) with Argo Rollouts' semantics.
+# Exit 0 Promoted, 1 Aborted, 2 Paused, 3 could not rehearse. Reports: reports/rehearsal/.
+# Extra options through REHEARSE_ARGS, e.g. REHEARSE_ARGS="--canary-error-rate 0.1 --keep".
+REHEARSE_OVERLAY ?= apps/digits-classifier/overlays/staging
+.PHONY: rehearse
+rehearse: $(READY) ## canary rehearsal of the candidate model (exit 0 promoted / 1 aborted / 2 paused)
+	$(PY) -m scripts.rehearsal --overlay $(REHEARSE_OVERLAY) $(REHEARSE_ARGS)

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -810,22 +811,32 @@ class AnalysisRun:
         taken: list[Measurement] = []
         if not self._terminating():
             now = self.clock.now()
-            for metric in self.metrics:
-                due = self._due_at(metric)
-                if due is None or now < due:
-                    continue
-                measurement = take_measurement(metric, self.query, self.clock, self.conditions)
+            due = [m for m in self.metrics if (t := self._due_at(m)) is not None and now >= t]
+            taken = self._measure(due)
+            for metric, measurement in zip(due, taken):
                 result = self.results.setdefault(
                     metric.name, MetricResult(metric.name, dry_run=metric.dry_run)
                 )
                 result.record(measurement)
-                taken.append(measurement)
         self._assess()
         # The controller requeues on its own status update: a metric that just turned Failed,
         # Error or Inconclusive terminates the run in the very next pass, not at the next interval.
         if not self.phase.completed and self._terminating():
             self._assess()
         return taken
+
+    def _measure(self, metrics: list[MetricSpec]) -> list[Measurement]:
+        """Take the due measurements concurrently, as the controller's goroutines do: their
+        finish times then stay together instead of drifting a query's duration apart, so metrics
+        with the same interval keep being measured in the same pass."""
+        if len(metrics) <= 1:
+            return [take_measurement(m, self.query, self.clock, self.conditions) for m in metrics]
+        with ThreadPoolExecutor(max_workers=len(metrics)) as pool:
+            futures = [
+                pool.submit(take_measurement, m, self.query, self.clock, self.conditions)
+                for m in metrics
+            ]
+            return [future.result() for future in futures]
 
     def _assess(self) -> None:
         terminating = self._terminating()
@@ -874,12 +885,23 @@ class AnalysisRun:
         return result.phase if result else Phase.PENDING
 
     @property
+    def failing_metrics(self) -> list[MetricResult]:
+        """The non-dry-run metrics that decided a non-Successful run, in spec order."""
+        if self.phase == Phase.SUCCESSFUL:
+            return []
+        return [
+            self.results[m.name]
+            for m in self.metrics
+            if m.name in self.results
+            and not self.results[m.name].dry_run
+            and self.results[m.name].phase == self.phase
+        ]
+
+    @property
     def failing_metric(self) -> MetricResult | None:
-        """The non-dry-run metric that decided a non-Successful run (for the verdict)."""
-        for result in self.results.values():
-            if not result.dry_run and result.phase == self.phase:
-                return result
-        return None
+        """The first of `failing_metrics` (None for a Successful or never-started run)."""
+        culprits = self.failing_metrics
+        return culprits[0] if culprits else None
 
 
 def run_to_completion(run: AnalysisRun, clock: Clock, deadline: float | None = None) -> Phase:

@@ -71,6 +71,7 @@ class Verdict:
     reason: str = ""
     run: str = ""
     gates_passed: tuple[int, ...] = ()  # manual gates the rehearsal passed on a human's behalf
+    metrics: tuple[str, ...] = ()  # every metric that reached the run's phase (first = `metric`)
 
     @property
     def exit_code(self) -> int:
@@ -328,6 +329,7 @@ class CanaryRehearsal:
         manual_gates: Literal["pass", "stop"] = "pass",
         max_seconds: float = 600.0,
         default_address: str | None = None,
+        min_pause_seconds: float = 0.0,
     ) -> None:
         if time_factor <= 0:
             raise ValueError("time_factor must be > 0")
@@ -342,6 +344,9 @@ class CanaryRehearsal:
         self.manual_gates = manual_gates
         self.max_seconds = max_seconds
         self.default_address = default_address
+        # With real Prometheus, a scaled pause shorter than two scrapes leaves the canary without
+        # a rate() at all; the orchestrator floors pauses there and the timeline says so.
+        self.min_pause_seconds = min_pause_seconds
         self.steps = parse_steps(rollout)
         canary = _canary(rollout)
         self.background: Mapping[str, Any] | None = canary.get("analysis")
@@ -439,12 +444,19 @@ class CanaryRehearsal:
         run = record.run
         if not run.phase.completed or run.phase == Phase.SUCCESSFUL:
             return None
-        culprit = run.failing_metric
-        metric = culprit.name if culprit else ""
-        reason = f"{run.phase}: {culprit.message}" if culprit else f"{run.phase}: {run.message}"
-        if run.phase == Phase.INCONCLUSIVE:
-            return Verdict(Outcome.PAUSED, step, metric, reason, record.label)
-        return Verdict(Outcome.ABORTED, step, metric, reason, record.label)
+        culprits = run.failing_metrics
+        metric = culprits[0].name if culprits else ""
+        if culprits:
+            reason = "; ".join(
+                f"{run.phase}: {c.message}" if i == 0 else f"{c.name}: {run.phase}: {c.message}"
+                for i, c in enumerate(culprits)
+            )
+        else:
+            reason = f"{run.phase}: {run.message}"
+        outcome = Outcome.PAUSED if run.phase == Phase.INCONCLUSIVE else Outcome.ABORTED
+        return Verdict(
+            outcome, step, metric, reason, record.label, metrics=tuple(c.name for c in culprits)
+        )
 
     # -- main loop ------------------------------------------------------------------------
 
@@ -480,7 +492,7 @@ class CanaryRehearsal:
                         # a passed manual gate: the human promotes at once
                         self.step_index += 1
                         continue
-                    pause_until = self.clock.now() + pause_seconds(duration) / self.time_factor
+                    pause_until = self.clock.now() + self._scaled_pause(step, duration)
                 if step.kind == "analysis":
                     step_run = self._start_run(f"step {step.index}", step.index, step.body)
 
@@ -536,6 +548,17 @@ class CanaryRehearsal:
             self.time_factor,
             [step.describe() for step in self.steps],
         )
+
+    def _scaled_pause(self, step: Step, duration: Any) -> float:
+        scaled = pause_seconds(duration) / self.time_factor
+        if scaled < self.min_pause_seconds:
+            self._emit(
+                "note",
+                f"step {step.index}: pause {scaled:g} s raised to {self.min_pause_seconds:g} s "
+                "(two scrape intervals)",
+            )
+            return self.min_pause_seconds
+        return scaled
 
     def _enter(self, step: Step) -> Verdict | None:
         self._emit("step", f"step {step.index}: {step.describe()}")

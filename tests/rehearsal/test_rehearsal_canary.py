@@ -164,6 +164,23 @@ def test_invalid_template_aborts_with_error(clock: FakeClock) -> None:
     assert result.verdict.run == "step 2"
 
 
+def test_every_failing_metric_is_named(clock: FakeClock) -> None:
+    both = template(
+        metric("a", QUERY, successCondition="result[0] >= 0.99"),
+        metric("b", QUERY, successCondition="result[0] >= 0.99"),
+        name="success-rate",
+    )
+    result, _ = rehearse(
+        clock, ScriptedPrometheus(clock, [BAD]), steps=[{"analysis": ANALYSIS}], templates=[both]
+    )
+    verdict = result.verdict
+    assert (verdict.metric, verdict.metrics) == ("a", ("a", "b"))
+    assert verdict.headline() == (
+        "Aborted at step 0 (a: Failed: failed (1) > failureLimit (0); "
+        "b: Failed: failed (1) > failureLimit (0))"
+    )
+
+
 def test_manual_gate_is_passed_and_flagged_by_default(clock: FakeClock) -> None:
     steps = [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]
     result, weights = rehearse(clock, ScriptedPrometheus(clock, [OK]), steps=steps)
@@ -233,6 +250,13 @@ def test_background_analysis_is_terminated_at_promotion(clock: FakeClock) -> Non
     )
     assert len(record.run.results["bg"].measurements) == 4  # t = 0, 1, 2, 3 s
     assert weights == [0, 10, 100]
+
+
+def test_short_pauses_are_floored(clock: FakeClock) -> None:
+    steps = [{"setWeight": 10}, {"pause": {"duration": "30s"}}, {"setWeight": 100}]
+    result, _ = rehearse(clock, ScriptedPrometheus(clock, [OK]), steps=steps, min_pause_seconds=2)
+    assert result.duration == 2.0
+    assert any("pause 0.5 s raised to 2 s" in e.text for e in result.events)
 
 
 def test_no_effect_steps_are_noted(clock: FakeClock) -> None:
