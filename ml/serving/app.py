@@ -1,11 +1,14 @@
-"""The service as a raw ASGI application.
+"""The service: one synchronous ``dispatch`` for every request, served over ASGI or raw HTTP.
 
 A framework router, request object and middleware stack cost more per request than the model
-does (~30 us), so routing is a dict lookup and a prefix split, bodies are read straight from
-``receive`` and responses are two ``send`` calls. Inference runs inline on the event loop: it is
-shorter than a thread-pool hand-off, and it keeps every metric update on one thread.
-The current model is one attribute; a reload builds a new ``LoadedModel`` off the loop and swaps
-the reference, so a request in flight finishes on the model it started with.
+does (~20 us), so routing is a dict lookup and a prefix split, and a request is answered by a
+plain function call: ``dispatch(method, path, headers, body)`` returns the reply, or, only when
+the answer must wait (a hot reload, injected latency), a coroutine producing it. ``http.py``
+calls it straight from its protocol callbacks (no task, no ASGI messages); ``__call__`` wraps it
+as an ASGI application for uvicorn, tests and any other ASGI server. Inference runs inline on the
+event loop: it is shorter than a thread-pool hand-off and keeps every metric update on one
+thread. The current model is one attribute; a reload builds a new ``LoadedModel`` off the loop
+and swaps the reference, so a request in flight finishes on the model it started with.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from ml.serving.codec import (
     ClientError,
+    InferRequest,
     decode_infer,
     decode_predict,
     encode_infer,
@@ -41,16 +45,30 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Loader = Callable[[str, str | None], LoadedModel]
+Headers = Sequence[tuple[bytes, bytes]]
 
 log = logging.getLogger("ml.serving")
 
-_JSON = [(b"content-type", b"application/json")]
-_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+JSON = b"application/json"
+PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _SERVER_NAME = "ml-serving"
 
 
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+
+
+Pending = Coroutine[Any, Any, Reply]
+
+
+def error_reply(status: int, message: str) -> Reply:
+    return Reply(status, error_body(message))
+
+
 class ModelService:
-    """ASGI callable: ``uvicorn.run(ModelService(model, config))``."""
+    """``dispatch`` answers requests; the instance is also an ASGI application."""
 
     def __init__(
         self,
@@ -69,11 +87,12 @@ class ModelService:
         self._max_batch = config.max_batch
         self.metrics.set_model(model.name, model.version, model.git_commit, model.num_classes)
         self.sampler = self._new_sampler(model)
-        self._get_routes: dict[str, Callable[[], tuple[int, bytes]]] = {
-            "/v2/health/live": lambda: (200, b'{"live":true}'),
-            "/v2/health/ready": lambda: (200, b'{"ready":true}'),
+        self._get_routes: dict[str, Callable[[], Reply]] = {
+            "/v2/health/live": lambda: Reply(200, b'{"live":true}'),
+            "/v2/health/ready": lambda: Reply(200, b'{"ready":true}'),
             "/v2": self._server_metadata,
-            "/metadata": lambda: (200, orjson.dumps(self.model.metadata(), default=str)),
+            "/metadata": lambda: Reply(200, orjson.dumps(self.model.metadata(), default=str)),
+            "/metrics": lambda: Reply(200, self.metrics.exposition(), PROMETHEUS_TEXT),
         }
 
     def _load(self, uri: str, registration: str | None) -> LoadedModel:
@@ -84,85 +103,176 @@ class ModelService:
             intra_op_threads=self.config.intra_op_threads,
         )
 
+    # -- routing -----------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes,
+        body_error: ClientError | None = None,
+    ) -> Reply | Pending:
+        """Answer one request. ``body_error``: the transport refused the body (e.g. too large)."""
+        if path == "/predict":
+            return self._inference(method, "predict", None, headers, body, body_error)
+        if path.startswith("/v2/models/"):
+            rest = path[11:]
+            if rest.endswith("/infer"):
+                return self._inference(method, "infer", rest[:-6], headers, body, body_error)
+            return self._model_route(method, rest)
+        if body_error is not None:
+            return error_reply(body_error.status, body_error.message)
+        if path == "/admin/reload":
+            return self._reload(method, headers, body)
+        if path == "/monitoring/sample":
+            return self._sample(method, headers)
+        handler = self._get_routes.get(path.rstrip("/") or path)
+        if handler is None:
+            return error_reply(404, f"no route for {path}")
+        if method not in ("GET", "HEAD"):
+            return error_reply(405, f"{path} accepts GET")
+        return handler()
+
+    # -- ASGI --------------------------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path: str = scope["path"]
-            if path == "/predict":
-                await self._inference(scope, receive, send, "predict", None)
-            elif path.startswith("/v2/models/"):
-                await self._models(scope, receive, send, path[11:])
-            elif path == "/metrics":
-                await self._respond(send, 200, self.metrics.exposition(), _TEXT)
-            elif path == "/admin/reload":
-                await self._reload(scope, receive, send)
-            elif path == "/monitoring/sample":
-                await self._sample(scope, send)
-            else:
-                handler = self._get_routes.get(path.rstrip("/") or path)
-                if handler is None:
-                    await self._error(send, 404, f"no route for {path}")
-                elif scope["method"] not in ("GET", "HEAD"):
-                    await self._error(send, 405, f"{path} accepts GET")
-                else:
-                    status, body = handler()
-                    await self._respond(send, status, body)
+            try:
+                body, error = await self._read_body(scope, receive), None
+            except ClientError as exc:
+                body, error = b"", exc
+            answer = self.dispatch(scope["method"], scope["path"], scope["headers"], body, error)
+            reply = answer if isinstance(answer, Reply) else await answer
+            headers = [
+                (b"content-type", reply.content_type),
+                (b"content-length", str(len(reply.body)).encode()),
+            ]
+            if reply.status == 401:
+                headers.append((b"www-authenticate", b"Bearer"))
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            await send({"type": "http.response.body", "body": reply.body})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if not value.isdigit():
+                    raise ClientError(400, "invalid Content-Length header")
+                if int(value) > self._max_body:
+                    raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        while message.get("more_body", False):
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > self._max_body:
+                raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
+        return body
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.log_startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.log_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def log_startup(self) -> None:
+        faults = self.config.faults.describe() if self.faults.active else None
+        log.info("serving", extra={"model": _identity(self.model), "faults": faults})
+
+    def log_shutdown(self) -> None:
+        log.info("stopped: in-flight requests drained")
+
     # -- inference ---------------------------------------------------------------------------
 
-    async def _inference(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: str, target: str | None
-    ) -> None:
+    def _inference(
+        self,
+        method: str,
+        endpoint: str,
+        target: str | None,
+        headers: Headers,
+        body: bytes,
+        body_error: ClientError | None,
+    ) -> Reply | Pending:
         started = perf_counter()
         model = self.model
-        rows = None
-        self.metrics.in_flight += 1
         try:
-            if scope["method"] != "POST":
-                raise ClientError(405, f"{scope['path']} accepts POST")
+            if method != "POST":
+                raise ClientError(405, f"{'/predict' if target is None else 'infer'} accepts POST")
             if target is not None:
                 self._check_target(model, target)
-            body = await self._read_body(scope, receive)
+            if body_error is not None:
+                raise body_error
+            for key, _ in headers:
+                if key == b"inference-header-content-length":
+                    raise ClientError(
+                        415, "the binary tensor extension is not supported; send JSON tensors"
+                    )
+            request: InferRequest | None = None
             if endpoint == "predict":
                 rows = decode_predict(body, model, self._max_batch)
             else:
                 request = decode_infer(body, model, self._max_batch)
                 rows = request.rows
             if self.faults.active:
-                await self._inject_faults()
-                served = self.faults.degrade(rows)
-            else:
-                served = rows
+                if self.faults.should_fail():
+                    raise _InjectedFault()
+                if self.faults.latency_s > 0.0:
+                    return self._after_latency(model, endpoint, request, rows, started)
+        except ClientError as exc:  # includes the injected 503s
+            return self._finish(endpoint, started, error_reply(exc.status, exc.message))
+        except Exception:  # a server fault: say so, keep serving, log the traceback
+            log.exception("inference failed", extra={"endpoint": endpoint})
+            return self._finish(endpoint, started, error_reply(500, "internal error"))
+        return self._answer(model, endpoint, request, rows, started)
+
+    def _answer(
+        self,
+        model: LoadedModel,
+        endpoint: str,
+        request: InferRequest | None,
+        rows: np.ndarray,
+        started: float,
+    ) -> Reply:
+        try:
+            served = self.faults.degrade(rows) if self.faults.active else rows
             probabilities, labels = model.predict(served)
-            if endpoint == "predict":
+            if request is None:
                 payload = encode_predict(model, probabilities, labels)
             else:
                 payload = encode_infer(model, request, probabilities, labels)
-            status = 200
-        except ClientError as exc:  # includes the injected 503s
-            status, payload, rows = exc.status, error_body(exc.message), None
-        except Exception:  # a server fault: say so, keep serving, log the traceback
+        except Exception:
             log.exception("inference failed", extra={"endpoint": endpoint})
-            status, payload, rows = 500, error_body("internal error while predicting"), None
+            return self._finish(endpoint, started, error_reply(500, "internal error"))
+        reply = self._finish(endpoint, started, Reply(200, payload))
+        self._record_predictions(model, rows, probabilities, labels, started)
+        return reply
+
+    async def _after_latency(
+        self,
+        model: LoadedModel,
+        endpoint: str,
+        request: InferRequest | None,
+        rows: np.ndarray,
+        started: float,
+    ) -> Reply:
+        self.metrics.in_flight += 1
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await asyncio.sleep(self.faults.latency_s)
         finally:
             self.metrics.in_flight -= 1
-        self.metrics.record_request(endpoint, status, perf_counter() - started)
-        if rows is not None:
-            self._record_predictions(model, rows, probabilities, labels, started)
+        return self._answer(model, endpoint, request, rows, started)
+
+    def _finish(self, endpoint: str, started: float, reply: Reply) -> Reply:
+        self.metrics.record_request(endpoint, reply.status, perf_counter() - started)
+        return reply
 
     def _record_predictions(
         self,
@@ -183,12 +293,6 @@ class ModelService:
         else:
             self.metrics.record_batch(labels, probabilities.max(axis=1), rows.sum(axis=1) / scale)
 
-    async def _inject_faults(self) -> None:
-        if self.faults.should_fail():
-            raise _InjectedFault()
-        if self.faults.latency_s > 0.0:
-            await asyncio.sleep(self.faults.latency_s)
-
     def _check_target(self, model: LoadedModel, target: str) -> None:
         name, _, version = target.partition("/versions/")
         if name != model.name:
@@ -198,59 +302,36 @@ class ModelService:
                 404, f"unknown version {version!r} of {name!r}; serving version {model.version!r}"
             )
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                if not value.isdigit():
-                    raise ClientError(400, "invalid Content-Length header")
-                if int(value) > self._max_body:
-                    raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
-            elif key == b"inference-header-content-length":
-                raise ClientError(
-                    415, "the binary tensor extension is not supported; send JSON tensors"
-                )
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        while message.get("more_body", False):
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > self._max_body:
-                raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
-        return body
-
     # -- v2 model routes ---------------------------------------------------------------------
 
-    async def _models(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
-        if rest.endswith("/infer"):
-            await self._inference(scope, receive, send, "infer", rest[:-6])
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            await self._error(send, 405, f"{scope['path']} accepts GET")
-            return
+    def _model_route(self, method: str, rest: str) -> Reply:
+        if method not in ("GET", "HEAD"):
+            return error_reply(405, f"/v2/models/{rest} accepts GET")
         model = self.model
         ready = rest.endswith("/ready")
         try:
             self._check_target(model, rest[:-6] if ready else rest.rstrip("/"))
         except ClientError as exc:
-            await self._error(send, exc.status, exc.message)
-            return
+            return error_reply(exc.status, exc.message)
         if ready:
-            await self._respond(send, 200, orjson.dumps({"name": model.name, "ready": True}))
-        else:
-            await self._respond(send, 200, orjson.dumps(model_metadata(model)))
+            return Reply(200, orjson.dumps({"name": model.name, "ready": True}))
+        return Reply(200, orjson.dumps(model_metadata(model)))
 
-    def _server_metadata(self) -> tuple[int, bytes]:
+    def _server_metadata(self) -> Reply:
         document = {"name": _SERVER_NAME, "version": _version(), "extensions": []}
-        return 200, orjson.dumps(document)
+        return Reply(200, orjson.dumps(document))
 
     # -- hot reload --------------------------------------------------------------------------
 
-    async def _reload(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _reload(self, method: str, headers: Headers, body: bytes) -> Reply | Pending:
         try:
-            if scope["method"] != "POST":
+            if method != "POST":
                 raise ClientError(405, "/admin/reload accepts POST")
-            self._authorize(scope)
-            document = load_json(await self._read_body(scope, receive))
+            token = self.config.admin_token
+            if token is None:
+                raise ClientError(403, "reload is disabled: the server has no ADMIN_TOKEN")
+            _check_bearer(headers, token)
+            document = load_json(body)
             uri = document.get("model_uri")
             registration = document.get("registration")
             if not isinstance(uri, str) or not uri:
@@ -258,8 +339,10 @@ class ModelService:
             if registration is not None and not isinstance(registration, str):
                 raise ClientError(400, "'registration' must be a path to a registration record")
         except ClientError as exc:
-            await self._error(send, exc.status, exc.message)
-            return
+            return error_reply(exc.status, exc.message)
+        return self._swap(uri, registration)
+
+    async def _swap(self, uri: str, registration: str | None) -> Reply:
         async with self._reload_lock:
             previous = self.model
             try:
@@ -273,40 +356,16 @@ class ModelService:
                     extra={"model_uri": uri, "reason": reason},
                     exc_info=not isinstance(exc, ModelError),
                 )
-                body = {
-                    "error": f"reload failed: {reason}",
-                    "serving": _identity(previous),
-                }
-                await self._respond(
-                    send, 422 if isinstance(exc, ModelError) else 500, orjson.dumps(body)
-                )
-                return
+                body = {"error": f"reload failed: {reason}", "serving": _identity(previous)}
+                return Reply(422 if isinstance(exc, ModelError) else 500, orjson.dumps(body))
             self.model = candidate
             self.metrics.set_model(
                 candidate.name, candidate.version, candidate.git_commit, candidate.num_classes
             )
             self.metrics.record_reload(success=True)
-        log.info(
-            "model reloaded",
-            extra={"previous": _identity(previous), "current": _identity(candidate)},
-        )
-        await self._respond(
-            send,
-            200,
-            orjson.dumps(
-                {
-                    "status": "reloaded",
-                    "previous": _identity(previous),
-                    "current": _identity(candidate),
-                }
-            ),
-        )
-
-    def _authorize(self, scope: Scope) -> None:
-        token = self.config.admin_token
-        if token is None:
-            raise ClientError(403, "reload is disabled: the server has no ADMIN_TOKEN")
-        _check_bearer(scope, token)
+        identities = {"previous": _identity(previous), "current": _identity(candidate)}
+        log.info("model reloaded", extra=identities)
+        return Reply(200, orjson.dumps({"status": "reloaded", **identities}))
 
     # -- input sample for the drift monitor ----------------------------------------------------
 
@@ -321,21 +380,20 @@ class ModelService:
             now_unix=time.time(),
         )
 
-    async def _sample(self, scope: Scope, send: Send) -> None:
+    def _sample(self, method: str, headers: Headers) -> Reply:
         """The reservoir of recent inputs; raw user inputs, so behind its own bearer token."""
         try:
-            if scope["method"] not in ("GET", "HEAD"):
+            if method not in ("GET", "HEAD"):
                 raise ClientError(405, "/monitoring/sample accepts GET")
             if self.config.sample_token is None:
                 raise ClientError(
                     403, "the input sample is disabled: the server has no SAMPLE_TOKEN"
                 )
-            _check_bearer(scope, self.config.sample_token)
+            _check_bearer(headers, self.config.sample_token)
             if self.sampler is None:
                 raise ClientError(404, "input sampling is off (INPUT_SAMPLE_SIZE=0)")
         except ClientError as exc:
-            await self._error(send, exc.status, exc.message)
-            return
+            return error_reply(exc.status, exc.message)
         model = self.model
         document = {
             "model_name": model.name,
@@ -343,44 +401,12 @@ class ModelService:
             "features": self.sampler.features,
             **self.sampler.snapshot(perf_counter()),
         }
-        await self._respond(send, 200, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                log.info(
-                    "serving",
-                    extra={
-                        "model": _identity(self.model),
-                        "faults": self.config.faults.describe() if self.faults.active else None,
-                    },
-                )
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                log.info("stopped: in-flight requests drained")
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _error(self, send: Send, status: int, message: str) -> None:
-        await self._respond(send, status, error_body(message))
-
-    @staticmethod
-    async def _respond(
-        send: Send, status: int, body: bytes, content_type: bytes = b"application/json"
-    ) -> None:
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return Reply(200, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def _check_bearer(scope: Scope, token: str) -> None:
+def _check_bearer(headers: Headers, token: str) -> None:
     supplied = b""
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"authorization":
             supplied = value
     scheme, _, credential = supplied.partition(b" ")
