@@ -36,6 +36,9 @@ class CrdKind:
     package: str
     module: str
     interface: str
+    # "export": shared types become named definitions; "none": inlined, for packages that give
+    # different types one name (Argo Workflows' own HTTPHeader next to Kubernetes' HTTPHeader)
+    expose: str = "export"
 
     @property
     def relpath(self) -> str:
@@ -47,9 +50,9 @@ class CrdKind:
         return "".join(p.capitalize() for p in self.group.split(".")) + self.version + self.kind
 
 
-def _kind(group: str, version: str, kind: str, package: str) -> CrdKind:
+def _kind(group: str, version: str, kind: str, package: str, expose: str = "export") -> CrdKind:
     module = f"@kubernetes-models/{package}/{group}/{version}/{kind}"
-    return CrdKind(group, version, kind, package, module, f"I{kind}")
+    return CrdKind(group, version, kind, package, module, f"I{kind}", expose)
 
 
 KINDS: tuple[CrdKind, ...] = (
@@ -59,6 +62,8 @@ KINDS: tuple[CrdKind, ...] = (
     _kind("argoproj.io", "v1alpha1", "Application", "argo-cd"),
     _kind("argoproj.io", "v1alpha1", "ApplicationSet", "argo-cd"),
     _kind("argoproj.io", "v1alpha1", "AppProject", "argo-cd"),
+    _kind("argoproj.io", "v1alpha1", "WorkflowTemplate", "argo-workflows", expose="none"),
+    _kind("argoproj.io", "v1alpha1", "CronWorkflow", "argo-workflows", expose="none"),
     _kind("monitoring.coreos.com", "v1", "PodMonitor", "prometheus-operator"),
     _kind("monitoring.coreos.com", "v1", "ServiceMonitor", "prometheus-operator"),
     _kind("monitoring.coreos.com", "v1", "PrometheusRule", "prometheus-operator"),
@@ -138,7 +143,10 @@ def generate(tool_dir: Path = TOOL_DIR) -> dict[str, str]:
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is required to generate schemas")
-    wanted = [{"module": k.module, "type": k.interface, "alias": k.alias} for k in KINDS]
+    wanted = [
+        {"module": k.module, "type": k.interface, "alias": k.alias, "expose": k.expose}
+        for k in KINDS
+    ]
     proc = subprocess.run(
         [node, str(tool_dir / "generate.mjs")],
         input=json.dumps(wanted),

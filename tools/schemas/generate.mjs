@@ -35,15 +35,23 @@ try {
     sortProps: true,
   };
   const program = createProgram(config);
-  const generator = new SchemaGenerator(
-    program,
-    createParser(program, config),
-    createFormatter(config),
-    config,
-  );
+  // one generator per `expose` mode (see CrdKind.expose in scripts/gen_schemas.py)
+  const generators = {};
+  const generatorFor = (expose = "export") => {
+    if (!generators[expose]) {
+      const c = { ...config, expose };
+      generators[expose] = new SchemaGenerator(
+        program,
+        createParser(program, c),
+        createFormatter(c),
+        c,
+      );
+    }
+    return generators[expose];
+  };
   const out = {};
   for (const w of wanted) {
-    out[w.alias] = generator.createSchema(w.alias);
+    out[w.alias] = generatorFor(w.expose).createSchema(w.alias);
   }
   process.stdout.write(JSON.stringify(out));
 } finally {
