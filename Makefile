@@ -22,7 +22,11 @@ help: ## list the targets
 
 bootstrap: $(READY) ## create .venv and install system and Python packages
 
-run: pipeline ## the main job: data -> model -> report -> manifests -> canary rehearsal
+run: pipeline ## the main job: data -> model -> manifests -> canary rehearsal -> report
+	$(MAKE) --no-print-directory manifests
+	$(MAKE) --no-print-directory rehearse
+	$(MAKE) --no-print-directory report
+	@echo "run: model card models/model_card.md, rehearsal reports/rehearsal/, report reports/mr/report.md"
 
 pipeline: $(READY) ## dvc repro: prepare, validate, train, evaluate, export, register
 	$(BIN)/dvc repro

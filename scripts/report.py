@@ -185,7 +185,21 @@ def rehearsal_section(repo: Path) -> str:
     return found[0].read_text().strip()
 
 
+def existing_base(repo: Path, base: str) -> str:
+    """A fork may have no `main` (or no remote yet): compare with HEAD then, and say so."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+    )
+    if found.returncode == 0:
+        return base
+    print(f"report: base {base!r} not found; comparing with HEAD", file=sys.stderr)
+    return "HEAD"
+
+
 def build_report(repo: Path, base: str, out: Path) -> tuple[str, bool]:
+    base = existing_base(repo, base)
     rows = headline_rows(metrics_diff(repo, base))
     gates, gates_pass = gates_table(repo, rows)
     verdict = "all release gates pass" if gates_pass else "**a release gate fails**"

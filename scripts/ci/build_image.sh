@@ -6,7 +6,7 @@ set -eu
 kind=${1:?usage: build_image.sh serving|trainer}
 case "$kind" in
   serving) dockerfile=ml/serving/Dockerfile; image=${SERVING_IMAGE:?} ;;
-  trainer) dockerfile=ml/training/Dockerfile; image=${TRAINER_IMAGE:?} ;;
+  trainer) dockerfile=ml/training.Dockerfile; image=${TRAINER_IMAGE:?} ;;
   *) echo "build_image.sh: unknown image '$kind' (serving|trainer)" >&2; exit 2 ;;
 esac
 set -- --destination "$image:${CI_COMMIT_SHA:?}"

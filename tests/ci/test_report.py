@@ -63,3 +63,9 @@ def test_default_base_follows_gitlab(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report.default_base() == "origin/develop"
     monkeypatch.delenv("CI_MERGE_REQUEST_TARGET_BRANCH_NAME")
     assert report.default_base() == "main"
+
+
+def test_missing_base_falls_back_to_head(two_commits: tuple[Path, dict[str, float]]) -> None:
+    repo, _ = two_commits
+    assert report.main(["--repo", str(repo), "--base", "no-such-branch"]) == 0
+    assert "this branch vs `HEAD`" in (repo / "reports/mr/report.md").read_text()
