@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
 from ml.io import write_text
-from ml.monitoring.drift import DriftResult
-from ml.monitoring.trigger import Decision
+
+if TYPE_CHECKING:  # the manifests tool imports this module for the names: keep scipy out of it
+    from ml.monitoring.drift import DriftResult
+    from ml.monitoring.trigger import Decision
 
 JOB = "drift-monitor"
 STATISTICS = ("wasserstein", "psi")
@@ -131,37 +133,12 @@ class DriftMetrics:
 
 
 def exposition() -> str:
-    """Every family the job exports with all label values set, for the metric-name checks."""
-    from ml.config import DriftParams
-    from ml.monitoring.drift import DriftResult, GroupScore
-
-    params = DriftParams(
-        threshold=0.1,
-        statistic="wasserstein",
-        drifted_share=0.25,
-        prediction_threshold=0.1,
-        bins=10,
-        feature_groups=1,
-        min_live_rows=10,
-        max_live_rows=10,
-        max_reference_rows=10,
-        schedule="0 * * * *",
-    )
-    result = DriftResult(
-        live_rows=0,
-        sufficient_data=False,
-        features=(),
-        groups=(GroupScore("f0-f0", 0.0, 0.0, 0.0),),
-        drifted_share=0.0,
-        prediction_shift=None,
-        live_class_shares=None,
-        reference_class_shares=None,
-        out_of_range_share=0.0,
-        non_finite_rows=0,
-        signals={},
-        params=params,
-    )
+    """Every family the job exports, each labelled series present once, for the name checks."""
     metrics = DriftMetrics()
-    metrics.record_drift(result, 0.0)
-    metrics.record_decision(Decision("none", (), ""))
+    metrics.group_score.labels("f00-f07", "wasserstein").set(0.0)
+    for signal in SIGNALS:
+        metrics.detected.labels(signal).set(0.0)
+    metrics.threshold.labels("feature").set(0.1)
+    for action in ACTIONS:
+        metrics.retrain_decision.labels(action).set(0.0)
     return metrics.text()

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -100,8 +101,21 @@ def rule_expressions(objects: list[Obj]) -> Iterator[tuple[Obj, str, str]]:
                     yield rule, f"spec.groups[{g}].rules[{r}].expr", item["expr"]
 
 
+@lru_cache(maxsize=1)
+def job_metric_names() -> frozenset[str]:
+    """Series the drift-monitor CronJob (ml/monitoring) pushes through the Pushgateway.
+
+    Like the platform's, alert rules may use them; canary analysis may not (they change hourly).
+    Taken from the job's own registry, so a renamed gauge fails here, not in production.
+    """
+    from ml.monitoring.metrics import exposition
+
+    return frozenset(exported_metric_names(exposition()))
+
+
 def check_metrics(objects: list[Obj], exported: set[str]) -> Iterator[Finding]:
-    """Each queried metric is exported by the service (alert rules may also use the platform's)."""
+    """Each queried metric is exported by the service (alert rules may also use the platform's
+    and the drift monitor's)."""
     recorded = {
         str(item.get("record"))
         for rule in objects
@@ -116,13 +130,14 @@ def check_metrics(objects: list[Obj], exported: set[str]) -> Iterator[Finding]:
                 "metrics", obj, field, f"metric {name!r} is not exported by the model service"
             )
     for obj, field, expr in rule_expressions(objects):
-        for name in sorted(promql_metric_names(expr) - exported - set(PLATFORM_METRICS) - recorded):
+        allowed = exported | set(PLATFORM_METRICS) | job_metric_names() | recorded
+        for name in sorted(promql_metric_names(expr) - allowed):
             yield Finding(
                 "metrics",
                 obj,
                 field,
                 f"metric {name!r} is neither exported by the model service nor a known platform "
-                f"metric ({', '.join(sorted(PLATFORM_METRICS))})",
+                f"metric ({', '.join(sorted(PLATFORM_METRICS))}) nor the drift monitor's",
             )
 
 
