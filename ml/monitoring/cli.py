@@ -109,7 +109,9 @@ def _decide(
 ) -> Decision:
     retrain = load_params(params_path).monitoring.retrain
     backend = make_backend(args, env, client)
-    trigger = Trigger(StateStore(args.state), backend, retrain, dry_run=args.dry_run)
+    # RETRAIN_DRY_RUN lets an environment's config (not the CronJob's command) say "decide only"
+    dry_run = args.dry_run or env.get("RETRAIN_DRY_RUN", "").strip().lower() in ("1", "true", "yes")
+    trigger = Trigger(StateStore(args.state), backend, retrain, dry_run=dry_run)
     return trigger.evaluate(signals)
 
 

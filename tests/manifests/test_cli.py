@@ -41,7 +41,8 @@ def test_validate_ok_writes_json_and_junit(
     out = capsys.readouterr().out
     assert code == 0 and "OK: 1 target(s)" in out
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["ok"] is True and data["targets"][0]["objects"] == 17
+    # 17 objects of the model service + 16 of drift monitoring and retraining (ml/monitoring)
+    assert data["ok"] is True and data["targets"][0]["objects"] == 33
     suites = ET.parse(tmp_path / "r.xml").getroot()
     assert suites.find("testsuite").get("failures") == "0"  # type: ignore[union-attr]
 

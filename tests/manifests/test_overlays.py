@@ -57,8 +57,13 @@ def test_transformer_rewrites_image_configmap_and_template_refs(
     rollout = _rollout(rendered, env)
     container = rollout["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/mlops/digits-classifier:0.1.0"
-    config = only(objects, "ConfigMap")
-    assert config["metadata"]["name"].startswith("digits-classifier-model-config-")
+    # the service's generated ConfigMap (the app also has the drift monitor's and the dashboard)
+    (config,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap"
+        and o["metadata"]["name"].startswith("digits-classifier-model-config-")
+    ]
     assert container["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
     assert config["data"]["DEPLOY_ENV"] == env
     assert config["data"]["HOST"] == "0.0.0.0"

@@ -1,0 +1,1 @@
+"""The DVC pipeline as Argo Workflows (hera): generated manifests committed under apps/."""
