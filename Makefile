@@ -143,3 +143,26 @@ REHEARSE_OVERLAY ?= apps/digits-classifier/overlays/staging
 .PHONY: rehearse
 rehearse: $(READY) ## canary rehearsal of the candidate model (exit 0 promoted / 1 aborted / 2 paused)
 	$(PY) -m scripts.rehearsal --overlay $(REHEARSE_OVERLAY) $(REHEARSE_ARGS)
+
+# --- continuous training (ml/monitoring, ml/workflows; owner: the monitoring work) --------------
+# `drift`: the drift job on held-out digits shifted by DRIFT_SHIFT (none, darker, brighter, noise,
+# translate, classes), labelled by models/model.onnx when it exists; reports and the textfile
+# metrics land in .bench/drift/, the retraining decision is a dry run. Exit 0 whatever the verdict.
+# `workflows`: regenerate what is generated under apps/ (Argo WorkflowTemplate + CronWorkflow from
+# dvc.yaml, Grafana dashboard, the drift CronJob's params and schedule); `workflows-check` fails on
+# any difference (tests/workflows runs the same check inside `make test`).
+DRIFT_SHIFT ?= darker
+DRIFT_DIR   := .bench/drift
+.PHONY: drift workflows workflows-check
+drift: $(READY) ## drift report (JSON, HTML, metrics) on a synthetic DRIFT_SHIFT sample (default darker)
+	$(BIN)/dvc repro prepare
+	$(PY) -m ml.monitoring synthetic --shift $(DRIFT_SHIFT) --model models/model.onnx \
+		--out $(DRIFT_DIR)/$(DRIFT_SHIFT).npz
+	$(PY) -m ml.monitoring drift --sample $(DRIFT_DIR)/$(DRIFT_SHIFT).npz --out $(DRIFT_DIR) \
+		--trigger --dry-run --state $(DRIFT_DIR)/retrain-state.json
+
+workflows: $(READY) ## regenerate the Argo workflows, dashboard and drift-job config under apps/
+	$(PY) -m ml.workflows
+
+workflows-check: $(READY) ## fail when the generated manifests under apps/ are out of date
+	$(PY) -m ml.workflows --check
