@@ -75,7 +75,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
 .PHONY: tests ci-train cml-runner report mr-report manifests-ci kubeconform image-build image-scan \
-	release promote perf-gate perf-baseline model-pull
+	release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
@@ -94,6 +94,9 @@ ci-train: $(READY) ## CI training: pull DVC inputs/run-cache, dvc repro (GPU whe
 
 model-pull: $(READY) ## fetch the exported model named by dvc.lock from the DVC remote
 	$(BIN)/dvc pull export
+
+propose-retrain: ## commit the retrained dvc.lock + metrics on a branch and open its merge request
+	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
 cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
 	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \

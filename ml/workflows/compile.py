@@ -182,22 +182,11 @@ if [ -n "${{DVC_REMOTE_URL:-}}" ]; then
 fi
 """
 
+# One home for proposing a retrained model: the same script the GitLab retrain pipeline runs.
 PROPOSE_SCRIPT = f"""set -euo pipefail
 cd {REPO_DIR}
-branch="retrain/{{{{workflow.name}}}}"
-git checkout -q -b "$branch"
-git add dvc.lock metrics
-if git diff --cached --quiet; then
-  echo "retraining reproduced the committed model exactly: nothing to propose"
-  exit 0
-fi
-git -c user.name=retrain-bot -c user.email=retrain-bot@example.com commit -q \\
-  -m "Retrain ({{{{workflow.parameters.reason}}}}): {{{{workflow.name}}}}"
-# GitLab push options open the merge request: the new model is reviewed like any change.
-# The token (secret `training`, GIT_PUSH_TOKEN) reaches git through a helper, never argv.
-git -c credential.helper='!f() {{ echo username=oauth2; echo "password=$GIT_PUSH_TOKEN"; }}; f' \\
-  push -q -o merge_request.create -o merge_request.target=main \\
-  -o merge_request.title="Retrained model ({{{{workflow.parameters.reason}}}})" origin "$branch"
+sh scripts/ci/propose_retrain.sh "retrain/{{{{workflow.name}}}}" \\
+  "{{{{workflow.parameters.reason}}}}"
 """
 
 

@@ -213,3 +213,29 @@ def test_report_job_builds_and_posts(glcl: str, ci_copy: Path, tmp_path: Path) -
     assert "comment update reports/mr/report.md --watermark-title=model report" in log.read_text()
     report = (ci_copy / "reports/mr/report.md").read_text()
     assert "| accuracy |" in report and "0.99" in report
+
+
+def test_retrain_pipeline(glcl: str) -> None:
+    jobs = listed(glcl, REPO, "CI_PIPELINE_SOURCE=trigger", "RETRAIN=true")
+    assert jobs == {"launch-runner": "", "train": "[launch-runner]", "propose-retrain": "[train]"}
+
+
+def test_propose_retrain_opens_a_review_branch(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "config", "receive.advertisePushOptions", "true"], cwd=bare, check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(bare)], cwd=repo, check=True)
+    script = ["sh", "scripts/ci/propose_retrain.sh", "retrain/42", "drift"]
+    same = subprocess.run(script, cwd=repo, capture_output=True, text=True, check=True)
+    assert "nothing to propose" in same.stdout  # an identical model is not proposed
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "branch", "-D", "retrain/42"], cwd=repo, check=True, capture_output=True)
+    metrics = repo / "metrics" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.1', 1))
+    done = subprocess.run(script, cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        ["git", "log", "-1", "--format=%s", "retrain/42"], cwd=bare, capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == "Retrain (drift): retrain/42"
