@@ -35,7 +35,7 @@ PEERS_DIR = REPO / "bench" / "peers"
 PEER_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
 MODEL_NAME = "digits-classifier"
 PEERS = ("mlflow", "mlserver", "kserve")
-ALL_SERVERS = ("ml-serving", "ml-serving-v2", "bare-asgi", *PEERS)
+ALL_SERVERS = ("ml-serving", "ml-serving-v2", "ml-serving-uvicorn", "bare-asgi", *PEERS)
 TARGET_SCENARIO = "c64"
 
 _WRK_DONE = """
@@ -153,6 +153,15 @@ def specs(
             v2_body,
             v2_labels,
             ours_env,
+        ),
+        ServerSpec(
+            "ml-serving-uvicorn",
+            "this service, POST /predict, under uvicorn instead of its own HTTP layer",
+            [python, "-m", "ml.serving"],
+            "/predict",
+            instances,
+            lambda r: [int(v) for v in r["predictions"]],
+            {**ours_env, "HTTP_SERVER": "uvicorn"},
         ),
         ServerSpec(
             "bare-asgi",

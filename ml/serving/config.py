@@ -14,6 +14,7 @@ DEFAULT_MODEL_NAME = "digits-classifier"
 DEGRADE_MODES = ("shuffle", "constant")
 DEPLOY_ENVS = ("dev", "staging", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+HTTP_SERVERS = ("builtin", "uvicorn")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,8 @@ class ServingConfig:
     log_level: str = "info"
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
+    http_server: str = "builtin"  # builtin (ml/serving/http.py) | uvicorn
+    keep_alive_s: float = 75.0
     faults: FaultConfig = field(default_factory=FaultConfig)
     # input sample for the drift monitor (ml/serving/sampling.py); size 0 turns sampling off
     input_sample_size: int = 1024
@@ -100,6 +103,8 @@ class ServingConfig:
             graceful_timeout_s=_number(
                 env, "GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, low=0.0, high=3600.0
             ),
+            http_server=_choice(env, "HTTP_SERVER", cls.http_server, HTTP_SERVERS),
+            keep_alive_s=_number(env, "KEEP_ALIVE_S", cls.keep_alive_s, low=1.0, high=3600.0),
             faults=faults,
             input_sample_size=int(
                 _number(
@@ -147,4 +152,11 @@ def _number(
     if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{name}={raw!r}: expected a value in {bounds}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
     return value

@@ -1,4 +1,4 @@
-"""Process entry point: environment -> config -> model -> uvicorn (one worker, no access log).
+"""Process entry point: environment -> config -> model -> HTTP server (one process, no access log).
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT: stop accepting, drain in-flight requests),
 2 for a configuration error, 3 when the model cannot be served. Each failure is one JSON log line
@@ -19,14 +19,18 @@ import uvicorn
 
 from ml.serving.app import ModelService
 from ml.serving.config import LOG_LEVELS, ConfigError, ServingConfig
+from ml.serving.http import HttpServer
 from ml.serving.logs import log_config
 from ml.serving.model import ModelError, load_model
 
 log = logging.getLogger("ml.serving")
 
 
-def build_server(config: ServingConfig) -> uvicorn.Server:
-    """Load the model (fails fast, before the port opens) and wrap the app in a uvicorn server."""
+def build_server(config: ServingConfig) -> HttpServer | uvicorn.Server:
+    """Load the model (fails fast, before the port opens) and put the app behind a server.
+
+    Both servers offer ``run(sockets=None)``, ``started`` and ``should_exit``.
+    """
     model = load_model(
         config.model_uri,
         config.registration_path,
@@ -34,6 +38,14 @@ def build_server(config: ServingConfig) -> uvicorn.Server:
         intra_op_threads=config.intra_op_threads,
     )
     app = ModelService(model, config)
+    if config.http_server == "builtin":
+        return HttpServer(
+            app,
+            config.host,
+            config.port,
+            graceful_timeout_s=config.graceful_timeout_s,
+            keep_alive_s=config.keep_alive_s,
+        )
     return uvicorn.Server(
         uvicorn.Config(
             app,
@@ -46,6 +58,7 @@ def build_server(config: ServingConfig) -> uvicorn.Server:
             log_config=log_config(config.log_level),
             server_header=False,
             timeout_graceful_shutdown=max(1, round(config.graceful_timeout_s)),
+            timeout_keep_alive=round(config.keep_alive_s),
             backlog=2048,
         )
     )

@@ -29,6 +29,8 @@ def test_every_variable_is_read() -> None:
         "LOG_LEVEL": "DEBUG",
         "DEPLOY_ENV": "staging",
         "GRACEFUL_TIMEOUT_S": "5",
+        "HTTP_SERVER": "uvicorn",
+        "KEEP_ALIVE_S": "30",
         "FAULT_ERROR_RATE": "0.1",
         "FAULT_LATENCY_MS": "250",
         "FAULT_DEGRADE": "Shuffle",
@@ -45,6 +47,7 @@ def test_every_variable_is_read() -> None:
     assert config.admin_token == "x" * 16 and config.intra_op_threads == 2
     assert config.log_level == "debug" and config.deploy_env == "staging"
     assert config.graceful_timeout_s == 5.0
+    assert config.http_server == "uvicorn" and config.keep_alive_s == 30.0
     assert config.faults == FaultConfig(error_rate=0.1, latency_ms=250.0, degrade="shuffle")
     assert config.faults.describe() == {
         "error_rate": 0.1,
@@ -67,6 +70,7 @@ def test_every_variable_is_read() -> None:
         ({"FAULT_DEGRADE": "random"}, "FAULT_DEGRADE='random': expected one of shuffle, constant"),
         ({"DEPLOY_ENV": "prod"}, "DEPLOY_ENV='prod'"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
+        ({"HTTP_SERVER": "gunicorn"}, "HTTP_SERVER='gunicorn': expected one of builtin, uvicorn"),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must be at least 16 characters"),
     ],
 )

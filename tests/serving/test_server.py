@@ -116,9 +116,13 @@ def test_main_exit_codes_and_json_logs(
     assert line["msg"] == message and line["reason"] and line["logger"] == "ml.serving"
 
 
-def test_graceful_shutdown_drains_requests_in_flight(model_dir: Path) -> None:
+@pytest.mark.parametrize("http_server", ["builtin", "uvicorn"])
+def test_graceful_shutdown_drains_requests_in_flight(model_dir: Path, http_server: str) -> None:
     env = service_env(
-        MODEL_URI=str(model_dir / "model.onnx"), PORT=str(free_port()), FAULT_LATENCY_MS="400"
+        MODEL_URI=str(model_dir / "model.onnx"),
+        PORT=str(free_port()),
+        FAULT_LATENCY_MS="2500",  # long enough that all 20 are surely in flight together
+        HTTP_SERVER=http_server,
     )
     with subprocess_server([sys.executable, "-m", "ml.serving"], env) as (base, process):
         results: list[int] = []
@@ -147,8 +151,9 @@ def test_graceful_shutdown_drains_requests_in_flight(model_dir: Path) -> None:
             httpx.get(f"{base}/v2/health/live", timeout=2)
 
 
-def test_threaded_server_answers_over_http(model_dir: Path) -> None:
-    config = ServingConfig(model_uri=str(model_dir / "model.onnx"))
+@pytest.mark.parametrize("http_server", ["builtin", "uvicorn"])
+def test_both_http_servers_answer_alike(model_dir: Path, http_server: str) -> None:
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"), http_server=http_server)
     with threaded_server(config) as (base, _server):
         assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": True}
         response = httpx.post(f"{base}/predict", content=b"{oops")

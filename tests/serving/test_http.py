@@ -1,0 +1,222 @@
+"""The built-in HTTP/1.1 layer (ml/serving/http.py) over real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ml.serving.config import FaultConfig, ServingConfig
+
+from .conftest import digits_rows, threaded_server, wait_until
+
+BODY = ('{"instances": [' + ",".join(["1.0"] * 64).join("[]") + "]}").encode()
+
+
+@pytest.fixture
+def server(model_dir: Path) -> Iterator[tuple[str, int]]:
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"), max_body_bytes=4096)
+    with threaded_server(config) as (base, _server):
+        yield base, int(base.rsplit(":", 1)[1])
+
+
+def exchange(
+    port: int, raw: bytes, responses: int = 1, timeout: float = 10.0, half_close: bool = False
+) -> list[bytes]:
+    """Send raw bytes on one connection and read ``responses`` complete answers (or EOF)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        if half_close:  # no more requests: a partial one is never completed
+            sock.shutdown(socket.SHUT_WR)
+        return read_responses(sock, responses)
+
+
+def read_responses(sock: socket.socket, count: int, head_only: bool = False) -> list[bytes]:
+    buffer, answers = b"", []
+    while len(answers) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            if head.startswith("HTTP/1.1 100"):
+                answers.append(buffer[: head_end + 4])
+                buffer = buffer[head_end + 4 :]
+                continue
+            total = head_end + 4 + (0 if head_only else length)
+            if len(buffer) >= total:
+                answers.append(buffer[:total])
+                buffer = buffer[total:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+    return answers
+
+
+def post(path: str = "/predict", body: bytes = BODY, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: t\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode()
+        + body
+    )
+
+
+def status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def header(answer: bytes, name: str) -> str | None:
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.lower() == name:
+            return value.strip()
+    return None
+
+
+def test_keep_alive_and_pipelining_answer_in_order(server: tuple[str, int]) -> None:
+    _, port = server
+    raw = post() + b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n" + post("/nope", b"{}")
+    answers = exchange(port, raw, responses=3)
+    assert [status(a) for a in answers] == [200, 200, 404]
+    assert b'"predictions"' in answers[0] and answers[1].endswith(b'{"live":true}')
+    assert header(answers[0], "date") and header(answers[0], "connection") is None
+
+
+def test_pipelined_requests_wait_behind_a_delayed_answer(model_dir: Path) -> None:
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), faults=FaultConfig(latency_ms=100.0)
+    )
+    with threaded_server(config) as (base, _server):
+        port = int(base.rsplit(":", 1)[1])
+        raw = post() + b"GET /v2/health/ready HTTP/1.1\r\nhost: t\r\n\r\n" + post()
+        answers = exchange(port, raw, responses=3)
+    assert [status(a) for a in answers] == [200, 200, 200]
+    assert b"predictions" in answers[0] and b"ready" in answers[1] and b"predictions" in answers[2]
+
+
+def test_chunked_body_and_expect_continue(server: tuple[str, int]) -> None:
+    _, port = server
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(BODY[i : i + 50]), BODY[i : i + 50]) for i in range(0, len(BODY), 50)
+    )
+    chunked = b"POST /predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    assert status(exchange(port, chunked + chunks + b"0\r\n\r\n")[0]) == 200
+    answers = exchange(port, post(extra="expect: 100-continue\r\n"), responses=2)
+    assert answers[0].startswith(b"HTTP/1.1 100 Continue") and status(answers[1]) == 200
+
+
+def test_head_connection_close_and_http_1_0(server: tuple[str, int]) -> None:
+    _, port = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"HEAD /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+        head = read_responses(sock, 1, head_only=True)[0]
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+        after = read_responses(sock, 1)[0]
+    assert status(head) == 200 and header(head, "content-length") == "13"
+    assert after.startswith(b"HTTP/1.1 200")  # no stray body bytes between the two answers
+    closing = exchange(port, post(extra="connection: close\r\n"), responses=2)
+    assert len(closing) == 1 and header(closing[0], "connection") == "close"
+    old = exchange(port, b"GET /v2/health/ready HTTP/1.0\r\n\r\n", responses=2)
+    assert len(old) == 1 and status(old[0]) == 200
+
+
+def test_oversized_bodies_are_413_and_close(server: tuple[str, int]) -> None:
+    _, port = server
+    big = b"x" * 5000
+    by_length = exchange(port, post(body=big) + post(), responses=2)
+    assert len(by_length) == 1 and status(by_length[0]) == 413
+    assert b"MAX_BODY_BYTES=4096" in by_length[0]
+    chunked = b"POST /predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    answers = exchange(port, chunked + b"1000\r\n" + b"y" * 4096 + b"\r\n" + b"10\r\n" + b"z" * 16)
+    assert status(answers[0]) == 413
+
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nhost: t\r\ncontent-length: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"x-h: 1\r\n" * 101 + b"\r\n", 431),
+    ],
+    ids=["garbage", "bad-length", "long-url", "many-headers"],
+)
+def test_unusable_requests_are_answered_and_closed(
+    server: tuple[str, int], raw: bytes, code: int
+) -> None:
+    base, port = server
+    answers = exchange(port, raw, responses=2)
+    assert len(answers) == 1 and status(answers[0]) == code
+    assert header(answers[0], "connection") == "close"
+    assert httpx.get(f"{base}/v2/health/live").status_code == 200  # still serving
+
+
+def test_upgrade_requests_are_answered_without_upgrading(server: tuple[str, int]) -> None:
+    _, port = server
+    raw = b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+    answers = exchange(port, raw + b"PRI * HTTP/2.0", responses=2)
+    assert [status(a) for a in answers] == [200]  # answered as HTTP/1.1, then closed
+
+
+def test_query_strings_and_percent_encoded_paths(server: tuple[str, int]) -> None:
+    base, _ = server
+    assert httpx.get(f"{base}/v2/health/ready?verbose=1").status_code == 200
+    assert httpx.get(f"{base}/v2/models/digits%2Dclassifier").json()["name"] == "digits-classifier"
+
+
+def test_idle_connections_are_closed_after_keep_alive(model_dir: Path) -> None:
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"), keep_alive_s=1.0)
+    with threaded_server(config) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+            assert status(read_responses(sock, 1)[0]) == 200
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # the server closed the idle connection
+            assert 0.5 < time.monotonic() - started < 5
+        wait_until(lambda: not server.connections, what="connection bookkeeping")
+
+
+def test_a_client_that_does_not_read_is_not_read_either(server: tuple[str, int]) -> None:
+    """Back-pressure: thousands of pipelined requests, answers unread; the server stays healthy."""
+    base, port = server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setblocking(False)
+        request = b"GET /metadata HTTP/1.1\r\nhost: t\r\n\r\n"
+        sent = 0
+        try:
+            for _ in range(20000):
+                sent += sock.send(request)
+        except BlockingIOError:
+            pass
+        assert sent > 0
+        assert httpx.get(f"{base}/v2/health/live", timeout=5).status_code == 200
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.binary(min_size=1, max_size=400))
+def test_arbitrary_bytes_never_break_the_server(server: tuple[str, int], raw: bytes) -> None:
+    base, port = server
+    for answer in exchange(port, raw + b"\r\n\r\n", responses=1, timeout=5, half_close=True):
+        assert status(answer) < 500
+    assert httpx.get(f"{base}/v2/health/live", timeout=5).status_code == 200
+
+
+def test_real_predictions_over_the_builtin_server(server: tuple[str, int]) -> None:
+    base, _ = server
+    rows = digits_rows(3)
+    response = httpx.post(f"{base}/predict", json={"instances": rows.tolist()})
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
