@@ -169,3 +169,22 @@ workflows: $(READY) ## regenerate the Argo workflows, dashboard and drift-job co
 
 workflows-check: $(READY) ## fail when the generated manifests under apps/ are out of date
 	$(PY) -m ml.workflows --check
+
+# --- model service (ml/serving; owner: the serving work) -----------------------------------------
+# `serve`: the service on models/model.onnx at http://127.0.0.1:$(SERVE_PORT) (env config: see
+# ml/serving/README.md; e.g. `make serve SERVE_PORT=9000` or FAULT_ERROR_RATE=0.1 make serve).
+# `bench-serving`: this service vs a bare-ASGI ceiling vs mlflow / MLServer / KServe, one server at
+# a time on loopback with wrk; ~30 min; peers install once into .bench/peers-venv. Results:
+# .bench/serving.json and .bench/serving.md. Not part of `make test` (too long); options through
+# BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS="--duration 5 --passes 1 --servers ml-serving,kserve".
+# `lint-docker`: hadolint on the serving and training Dockerfiles (also a test in tests/serving).
+SERVE_PORT ?= 8080
+.PHONY: serve bench-serving lint-docker
+serve: $(READY) ## run the model service on models/model.onnx (PORT=$(SERVE_PORT), loopback)
+	MODEL_URI=models/model.onnx PORT=$(SERVE_PORT) $(PY) -m ml.serving
+
+bench-serving: $(READY) ## benchmark the service against peer model servers (long; not in `make test`)
+	$(PY) -m scripts.bench_serving $(BENCH_SERVING_ARGS)
+
+lint-docker: $(READY) ## hadolint the serving and training Dockerfiles
+	$(BIN)/hadolint ml/serving/Dockerfile ml/training.Dockerfile
