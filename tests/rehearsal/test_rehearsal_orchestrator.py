@@ -14,6 +14,7 @@ import pytest
 
 from scripts.rehearsal import __main__ as cli
 from scripts.rehearsal.orchestrator import (
+    RehearsalOptions,
     LoadGenerator,
     ManagedProcess,
     RehearsalSetupError,
@@ -198,3 +199,64 @@ def test_cli_maps_fault_options() -> None:
     assert options.canary_faults == {"FAULT_ERROR_RATE": "0.1", "FAULT_DEGRADE": "shuffle"}
     assert options.stable_faults == {"FAULT_LATENCY_MS": "5.0"}
     assert options.time_factor == 60 and options.manual_gates == "pass"
+
+
+def test_cli_writes_reports_and_counts_repeats(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from rehearsal_fakes import ScriptedPrometheus, metric, template
+
+    from scripts.rehearsal.analysis import FakeClock, vector
+    from scripts.rehearsal.canary import CanaryRehearsal
+
+    answers = iter([vector(0.999), vector(0.5)])
+    calls: list[RehearsalOptions] = []
+
+    def fake_run(options: RehearsalOptions, on_event: Any = None) -> tuple[Any, dict[str, Any]]:
+        calls.append(options)
+        clock = FakeClock()
+        rollout = {
+            "kind": "Rollout",
+            "metadata": {"name": "r"},
+            "spec": {
+                "strategy": {
+                    "canary": {"steps": [{"analysis": {"templates": [{"templateName": "t"}]}}]}
+                }
+            },
+        }
+        result = CanaryRehearsal(
+            rollout,
+            [template(metric(successCondition="result[0] >= 0.99"))],
+            ScriptedPrometheus(clock, [next(answers)]),
+            clock,
+            on_event=lambda event: on_event(event, None),
+        ).run()
+        facts = {"total_seconds": 1.0, "setup_seconds": 0.5, "rollout_seconds": 0.5}
+        return result, {**facts, "requests": {"stable": 1, "canary": 1}}
+
+    monkeypatch.setattr(cli, "run_rehearsal", fake_run)
+    code = cli.main(["--repeat", "2", "--out", str(tmp_path), "--canary-latency-ms", "30"])
+    assert code == 1  # the last run's verdict
+    out = capsys.readouterr().out
+    assert "run 2 of 2" in out and "verdicts over 2 runs" in out
+    summary = json.loads((tmp_path / "rehearsal.json").read_text())
+    assert summary["repeats"]["verdicts"] == {
+        "Promoted": 1,
+        "Aborted at step 0 (success-rate: Failed: failed (1) > failureLimit (0))": 1,
+    }
+    assert summary["exit_code"] == 1 and summary["metric"] == "success-rate"
+    assert (tmp_path / "rehearsal.md").read_text().startswith("### Canary rehearsal: ❌ Aborted")
+    assert "<testsuite" in (tmp_path / "rehearsal-junit.xml").read_text()
+    assert (tmp_path / ".gitignore").read_text() == "*\n"
+    assert calls[0].canary_faults == {"FAULT_LATENCY_MS": "30.0"}
+
+
+def test_cli_reports_interrupts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    def interrupted(options: RehearsalOptions, on_event: Any = None) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_rehearsal", interrupted)
+    assert cli.main(["--out", str(tmp_path)]) == 130
+    assert "interrupted; every process was stopped" in capsys.readouterr().err
