@@ -95,8 +95,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
-        if self._pending is not None:
-            self._pending.cancel()
+        # a pending answer (a reload, say) still runs to its end; its reply is simply dropped
 
     def data_received(self, data: bytes) -> None:
         if self._idle is not None:
@@ -194,8 +193,8 @@ class _Connection(asyncio.Protocol):
 
     def _finish_pending(self, request: _Request, task: asyncio.Task[Reply]) -> None:
         self._pending = None
-        if task.cancelled():
-            return  # the connection is gone
+        if task.cancelled():  # the loop is shutting down
+            return
         error = task.exception()
         if error is not None:
             log.error("request failed", exc_info=error)
@@ -244,9 +243,6 @@ class _Connection(asyncio.Protocol):
         self._refused = True
         request = _Request("GET", b"", [], b"", False, None)
         self._queue.clear()
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
         self._write(request, error_reply(status, message))
 
     # -- timers, flow control, shutdown ---------------------------------------------------------
