@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +32,30 @@ REGISTER += ["--latency", "metrics/latency.json", "--run-info", "models/run.json
 REGISTER += ["--data-meta", "prepared/meta.json", "--out", "models/registration.json"]
 
 
-@pytest.fixture
-def chain(workdir: Path) -> Path:
-    assert prepare.main(["--out", "prepared"]) == 0
-    assert validate.main(["--data", "prepared", "--report", "reports/validation.json"]) == 0
-    assert train.main(TRAIN) == 0
-    assert evaluate.main(EVALUATE) == 0
-    assert export.main(EXPORT) == 0
-    assert register.main(REGISTER) == 0
+@pytest.fixture(scope="module")
+def chain_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The six stages run once per module; each test gets its own copy (tests may mutate it)."""
+    workdir = tmp_path_factory.mktemp("chain")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        write_params(workdir, train__epochs=4, export__latency_samples=200, export__warmup=10)
+        assert prepare.main(["--out", "prepared"]) == 0
+        assert validate.main(["--data", "prepared", "--report", "reports/validation.json"]) == 0
+        assert train.main(TRAIN) == 0
+        assert evaluate.main(EVALUATE) == 0
+        assert export.main(EXPORT) == 0
+        assert register.main(REGISTER) == 0
     return workdir
+
+
+@pytest.fixture
+def chain(chain_once: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    copy = tmp_path / "chain"
+    shutil.copytree(chain_once, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return copy
 
 
 def test_chain_outputs_run_and_registry(chain: Path) -> None:
