@@ -179,10 +179,10 @@ def manifests_section(repo: Path, base: str) -> str:
 
 
 def rehearsal_section(repo: Path) -> str:
-    found = sorted((repo / "reports" / "rehearsal").glob("*.md"))
-    if not found:
-        return "_not run: `make rehearse` writes reports/rehearsal/_"
-    return found[0].read_text().strip()
+    found = repo / "reports" / "rehearsal" / "rehearsal.md"
+    if not found.is_file():
+        return "_not run: `make rehearse` writes reports/rehearsal/rehearsal.md_"
+    return found.read_text().strip()
 
 
 def existing_base(repo: Path, base: str) -> str:

@@ -69,3 +69,11 @@ def test_missing_base_falls_back_to_head(two_commits: tuple[Path, dict[str, floa
     repo, _ = two_commits
     assert report.main(["--repo", str(repo), "--base", "no-such-branch"]) == 0
     assert "this branch vs `HEAD`" in (repo / "reports/mr/report.md").read_text()
+
+
+def test_rehearsal_verdict_is_included(two_commits: tuple[Path, dict[str, float]]) -> None:
+    repo, _ = two_commits
+    (repo / "reports/rehearsal").mkdir(parents=True, exist_ok=True)
+    (repo / "reports/rehearsal/rehearsal.md").write_text("**Verdict: Promoted** (stand-in text)\n")
+    assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
+    assert "**Verdict: Promoted**" in (repo / "reports/mr/report.md").read_text()
