@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from scripts.local_service import running_service
 from scripts.repo_copy import REPO
 
 BASELINE = REPO / "benchmarks" / "baseline.json"
@@ -45,44 +42,6 @@ class Check:
     @property
     def passed(self) -> bool:
         return round(self.change, 9) <= TOLERANCE  # lower is better for every gated number
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_service(model: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "MODEL_URI": str(model), "PORT": str(port), "HOST": "127.0.0.1"}
-    env["LOG_LEVEL"] = "warning"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ml.serving"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                raise SystemExit(f"perf-gate: the service did not start:\n{err[-2000:]}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def latencies_ms(
@@ -106,7 +65,7 @@ def measure_serving(model: Path, passes: int, count: int) -> dict[str, float]:
     passes of each same-pass ratio is the most repeatable estimate of the service's own cost."""
     row = json.dumps({"instances": [[float(v % 17) for v in range(64)]]}).encode()
     per_pass: list[dict[str, float]] = []
-    with running_service(model) as url, httpx.Client() as client:
+    with running_service(model, {"LOG_LEVEL": "warning"}) as url, httpx.Client() as client:
         latencies_ms(client, "POST", f"{url}/predict", row, 200)  # warm-up
         for _ in range(passes):
             predict = latencies_ms(client, "POST", f"{url}/predict", row, count)

@@ -4,12 +4,7 @@ or from a service this module starts itself (`python -m ml.serving`)."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from functools import lru_cache
@@ -17,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scripts.manifests.analysis import prometheus_queries
+from scripts.local_service import running_service
 from scripts.manifests.model import REPO_ROOT, Finding, Obj
 
 # Metrics the platform exports (not the service): alert rules may use these, analysis may not.
@@ -147,51 +143,10 @@ def fetch_exposition(url: str, timeout: float = 10.0) -> str:
         return str(response.read().decode("utf-8"))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def serve_and_fetch(model_path: Path, timeout: float = 60.0) -> str:
-    """Start the real service on a free loopback port, wait until ready, return its /metrics.
-
-    Waits on the readiness endpoint (no fixed sleep) and always stops the process it started.
-    """
-    port = free_port()
-    env = dict(os.environ, MODEL_URI=str(model_path), PORT=str(port), HOST="127.0.0.1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ml.serving"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read() if proc.stderr else ""
-                raise RuntimeError(f"ml.serving exited with {proc.returncode}: {err[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ml.serving not ready on {base} after {timeout:.0f} s")
-            time.sleep(0.2)
+    """Start the real service on a free loopback port, wait until ready, return its /metrics."""
+    with running_service(model_path, timeout=timeout) as base:
         return fetch_exposition(f"{base}/metrics")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def contract_exposition(contracts: Path = REPO_ROOT / "docs" / "CONTRACTS.md") -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import httpx
 
+from scripts.local_service import free_port
 from scripts.rehearsal.analysis import SystemClock
 from scripts.rehearsal.canary import CanaryRehearsal, Event, RehearsalResult, RolloutSpecError
 from scripts.rehearsal.prometheus import PrometheusClient, PrometheusQuery, ProviderError
@@ -50,13 +50,6 @@ class RehearsalSetupError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Processes
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ManagedProcess:
