@@ -220,3 +220,51 @@ def test_real_predictions_over_the_builtin_server(server: tuple[str, int]) -> No
     rows = digits_rows(3)
     response = httpx.post(f"{base}/predict", json={"instances": rows.tolist()})
     assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+
+
+def test_wrong_token_is_401_with_a_bearer_challenge(model_dir: Path) -> None:
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"), admin_token="t" * 20)
+    with threaded_server(config) as (base, _server):
+        response = httpx.post(f"{base}/admin/reload", json={"model_uri": "x"})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_deep_pipeline_behind_a_delayed_answer_is_paused_then_answered(model_dir: Path) -> None:
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), faults=FaultConfig(latency_ms=200.0)
+    )
+    with threaded_server(config) as (base, _server):
+        port = int(base.rsplit(":", 1)[1])
+        quick = b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n"
+        answers = exchange(port, post() + quick * 40, responses=41)
+    assert [status(a) for a in answers] == [200] * 41
+    assert b"predictions" in answers[0] and all(a.endswith(b'{"live":true}') for a in answers[1:])
+
+
+def test_shutdown_closes_idle_connections_and_aborts_stragglers(model_dir: Path) -> None:
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"),
+        faults=FaultConfig(latency_ms=5000.0),
+        graceful_timeout_s=0.3,
+    )
+    with threaded_server(config) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert status(read_responses(idle, 1)[0]) == 200
+        straggler = socket.create_connection(("127.0.0.1", port), timeout=10)
+        straggler.sendall(post())
+        wait_until(
+            lambda: b"inference_requests_in_flight 1.0" in httpx.get(f"{base}/metrics").content,
+            what="the slow request in flight",
+        )
+        started = time.monotonic()
+    assert time.monotonic() - started < 5  # the 5 s request did not hold the shutdown
+    assert idle.recv(1) == b""  # closed by the server, not left to its keep-alive timeout
+    try:
+        data = straggler.recv(1)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""  # aborted after the graceful timeout, without an answer
+    idle.close()
+    straggler.close()
