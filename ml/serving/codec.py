@@ -107,12 +107,34 @@ def _reject_booleans(values: list[Any], field: str) -> None:
 
 
 def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
-    """``{"instances": [[F numbers], ...]}`` -> rows."""
+    """``{"instances": [[F numbers], ...]}`` -> rows.
+
+    Fast path: when the body's only string is the key and it holds no ``true``, ``false`` or
+    ``null`` (no ``u``/``f`` byte anywhere), the values can only be numbers and lists, so numpy
+    converts them to float32 in one call; any surprise (ragged, wrong width, too large) falls
+    through to the checked path, which produces the error message.
+    """
     document = load_json(body)
     if "instances" not in document:
         raise ClientError(400, "missing 'instances': expected {\"instances\": [[numbers], ...]}")
+    values = document["instances"]
+    if body.count(b'"') == 2 and b"u" not in body and b"f" not in body and type(values) is list:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                rows = np.array(values, dtype=np.float32)
+        except (ValueError, TypeError):
+            pass
+        else:
+            shape = rows.shape
+            if (
+                len(shape) == 2
+                and shape[1] == model.features
+                and 0 < shape[0] <= max_batch
+                and np.isfinite(rows).all()
+            ):
+                return rows
     strict = b"true" in body or b"false" in body
-    return to_rows(document["instances"], "instances", model, max_batch, strict)
+    return to_rows(values, "instances", model, max_batch, strict)
 
 
 def encode_predict(model: LoadedModel, probabilities: Floats, labels: Labels) -> bytes:

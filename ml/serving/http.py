@@ -81,7 +81,7 @@ class _Connection(asyncio.Protocol):
         self._in_message = False  # a request has started and is not answered yet
         self._pending: asyncio.Task[Reply] | None = None  # an answer that must wait
         self._queue: deque[_Request] = deque()  # pipelined requests behind the pending answer
-        self._idle: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop time the connection went idle; None: busy
         self._reading = True
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
@@ -89,18 +89,14 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
-        self._arm_idle_timer()
+        self.idle_since = self.server.now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
         # a pending answer (a reload, say) still runs to its end; its reply is simply dropped
 
     def data_received(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -234,7 +230,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
         elif self._pending is None and not self._queue:
             self._in_message = False
-            self._arm_idle_timer()
+            self.idle_since = self.server.now()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer an unusable request at once and close: the rest of the stream is not trusted."""
@@ -247,15 +243,12 @@ class _Connection(asyncio.Protocol):
 
     # -- timers, flow control, shutdown ---------------------------------------------------------
 
-    def _arm_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.server.keep_alive_s, self._close_idle)
-
-    def _close_idle(self) -> None:
-        if self.transport is not None and not self._in_message and self._pending is None:
-            self.transport.close()
+    def close_if_idle_since(self, deadline: float) -> None:
+        """The keep-alive timeout, checked by the server's once-a-second sweep."""
+        idle = self.idle_since
+        if idle is not None and idle < deadline and not self._in_message and self._pending is None:
+            if self.transport is not None:
+                self.transport.close()
 
     def _pause_reading(self) -> None:
         if self._reading and self.transport is not None:
@@ -305,6 +298,10 @@ class HttpServer:
         self.should_exit = False
         self._date_second = -1
         self._date = b""
+        self._now = 0.0  # the loop clock, refreshed by the sweep; precise enough for idling
+
+    def now(self) -> float:
+        return self._now
 
     def date(self) -> bytes:
         second = int(time.time())
@@ -345,7 +342,16 @@ class HttpServer:
         log.info("listening", extra={"addresses": [f"{a[0]}:{a[1]}" for a in bound]})
         self.service.log_startup()
         self.started = True
+        # one sweep instead of a timer per request: a timer handle per answer costs ~1 us
+        sweep_every = min(1.0, self.keep_alive_s / 4)
+        next_sweep = 0.0
         while not self.should_exit:
+            self._now = loop.time()
+            if self._now >= next_sweep:
+                next_sweep = self._now + sweep_every
+                deadline = self._now - self.keep_alive_s
+                for connection in list(self.connections):
+                    connection.close_if_idle_since(deadline)
             await asyncio.sleep(0.05)
         await self._drain(listeners)
 

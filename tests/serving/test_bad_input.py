@@ -213,3 +213,11 @@ def test_integer_pixels_equal_float_pixels(client: AsgiClient) -> None:
     as_int = client.post("/predict", {"instances": rows.astype(int).tolist()}).json()
     as_float = client.post("/predict", {"instances": rows.tolist()}).json()
     assert as_int == as_float
+
+
+def test_fast_and_checked_decoding_agree(client: AsgiClient) -> None:
+    """Extra keys (more quotes) or a null elsewhere send a body down the checked path."""
+    rows = digits_rows(5, seed=9).tolist()
+    fast = client.post("/predict", {"instances": rows}).json()
+    checked = client.post("/predict", {"instances": rows, "note": "x", "extra": None}).json()
+    assert fast == checked
