@@ -156,11 +156,11 @@ def test_an_unexpected_loader_crash_is_500_and_keeps_the_old_model(model: Loaded
 def test_a_thousand_requests_in_flight_during_a_reload_all_succeed(
     model_dir: Path, other_model_dir: Path
 ) -> None:
-    """Requests held in flight (500 ms injected latency) while the model is swapped under them."""
+    """Requests held in flight (1.5 s injected latency) while the model is swapped under them."""
     config = ServingConfig(
         model_uri=str(model_dir / "model.onnx"),
         admin_token=TOKEN,
-        faults=FaultConfig(latency_ms=500.0),
+        faults=FaultConfig(latency_ms=1500.0),
     )
     rows = digits_rows(1, seed=5).tolist()
 
