@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from scripts.local_service import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PEERS_DIR = REPO / "bench" / "peers"
 PEER_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
@@ -260,14 +262,6 @@ def write_mlserver_config(directory: Path, port: int, mlflow_model: Path) -> Non
 
 
 # -- process and load plumbing ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
