@@ -3,7 +3,8 @@
 The build machines are noisy (run-to-run spread up to 60% on shared CPUs), so the gate compares
 numbers normalised by a calibration measured in the same run on the same machine:
 - serving: p50 and p99 of single-row `/predict` requests through the real service, divided by the
-  p50 of `/v2/health/live` on the same server (HTTP + event loop, no inference), best of 7 passes of 3,000;
+  p50 of `/v2/health/live` on the same server (HTTP + event loop, no inference), each the best of
+  7 passes of 3,000 requests;
 - pipeline: `dvc repro` from clean divided by the same six stage commands run without DVC
   (`.bench/pipeline.json`, written by `make bench-pipeline`, which this target runs first).
 Absolute numbers are printed beside them. `--update` rewrites benchmarks/baseline.json.
