@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.repo_copy import REPO, copy_repo, remove_outputs
+from scripts.repo_copy import REPO, copy_repo, remove_outputs, tool_env
 
 GENERATED = (
     "data/prepared",
@@ -37,15 +37,9 @@ TARGETS = {"full repro": 60.0, "no-op repro": 3.0}
 AFTER_TRAIN = ["train", "evaluate", "export", "register"]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +29,16 @@ def copy_repo(target: Path, source: Path = REPO) -> Path:
     subprocess.run(["git", *_GIT_ID, "add", "-A"], cwd=target, check=True)
     subprocess.run(["git", *_GIT_ID, "commit", "-qm", "copy"], cwd=target, check=True)
     return target
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for `dvc`/stage subprocesses in a copy: this venv first on PATH (the stages
+    call `python`), and no inherited MLFLOW_TRACKING_URI, so a copy never writes to a shared server.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
 
 
 def remove_outputs(workspace: Path, paths: tuple[str, ...]) -> None:

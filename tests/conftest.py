@@ -4,7 +4,6 @@ behaviour, serving, rehearsal) reuses it instead of training again."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.repo_copy import copy_repo
+from scripts.repo_copy import copy_repo, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-
-
-def tool_env(**extra: str) -> dict[str, str]:
-    """Environment for subprocesses: the venv first on PATH, no inherited MLflow server."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 def run(
