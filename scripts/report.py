@@ -61,6 +61,14 @@ def metrics_diff(repo: Path, base: str) -> dict[str, dict[str, dict[str, float |
     if result.returncode != 0:
         raise SystemExit(f"report: dvc metrics diff {base} failed: {result.stderr.strip()}")
     parsed: dict[str, dict[str, dict[str, float | None]]] = json.loads(result.stdout or "{}")
+    # dvc answers {} with exit 0 outside a DVC repo or when no metrics file exists: without this
+    # check the report would show dashes and call every gate failed
+    missing = sorted({path for path, *_ in HEADLINE} - set(parsed))
+    if missing:
+        raise SystemExit(
+            f"report: dvc metrics diff {base} found no {', '.join(missing)} in {repo}"
+            " (run `make pipeline` first; is this the repository root?)"
+        )
     return parsed
 
 

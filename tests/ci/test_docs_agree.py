@@ -50,3 +50,17 @@ def test_readme_tree_names_real_paths() -> None:
         for name in line.split("  ")[0].split():
             path = name.split("{")[0].rstrip("/")
             assert (REPO / path).exists(), f"README tree names {name!r}, which does not exist"
+
+
+def test_release_dry_run_variable_reaches_the_tool() -> None:
+    """README promises `make release TAG=v1.2.3 DRY_RUN=1` only prints the diff."""
+    import subprocess
+
+    shown = subprocess.run(
+        ["make", "-n", "release", "TAG=v1.2.3", "DRY_RUN=1", "CI="],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "-m scripts.release v1.2.3 --dry-run" in shown and "--push" not in shown

@@ -77,3 +77,10 @@ def test_rehearsal_verdict_is_included(two_commits: tuple[Path, dict[str, float]
     (repo / "reports/rehearsal/rehearsal.md").write_text("**Verdict: Promoted** (stand-in text)\n")
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
     assert "**Verdict: Promoted**" in (repo / "reports/mr/report.md").read_text()
+
+
+def test_dvc_failure_is_a_clear_error(tmp_path: Path) -> None:
+    """Outside a DVC repository dvc answers {} with exit 0: the report refuses to guess."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    with pytest.raises(SystemExit, match="found no metrics/latency.json, metrics/metrics.json"):
+        report.metrics_diff(tmp_path, "main")
