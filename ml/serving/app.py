@@ -2,13 +2,15 @@
 
 A framework router, request object and middleware stack cost more per request than the model
 does (~20 us), so routing is a dict lookup and a prefix split, and a request is answered by a
-plain function call: ``dispatch(method, path, headers, body)`` returns the reply, or, only when
-the answer must wait (a hot reload, injected latency), a coroutine producing it. ``http.py``
-calls it straight from its protocol callbacks (no task, no ASGI messages); ``__call__`` wraps it
-as an ASGI application for uvicorn, tests and any other ASGI server. Inference runs inline on the
-event loop: it is shorter than a thread-pool hand-off and keeps every metric update on one
-thread. The current model is one attribute; a reload builds a new ``LoadedModel`` off the loop
-and swaps the reference, so a request in flight finishes on the model it started with.
+plain function call: ``dispatch(method, path, headers, body)`` returns the reply; for inference a
+``Deferred`` reply, filled when this event-loop iteration's requests have been run through the
+model together (``batching.py``: one onnxruntime call for all of them); and only when the answer
+must wait longer (a hot reload, injected latency), a coroutine producing it. ``http.py`` calls
+it straight from its protocol callbacks (no task, no ASGI messages); ``__call__`` wraps it as an
+ASGI application for uvicorn, tests and any other ASGI server. Inference runs on the event loop:
+it is shorter than a thread-pool hand-off and keeps every metric update on one thread. The
+current model is one attribute; a reload builds a new ``LoadedModel`` off the loop and swaps the
+reference, so a request in flight finishes on the model it started with.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from ml.serving.batching import Deferred, MicroBatcher
 from ml.serving.codec import (
     ClientError,
     InferRequest,
@@ -61,10 +64,38 @@ class Reply(NamedTuple):
 
 
 Pending = Coroutine[Any, Any, Reply]
+# a Reply now; a Deferred filled by this loop iteration's merged inference; or a coroutine
+Answer = Reply | Deferred[Reply] | Pending
 
 
 def error_reply(status: int, message: str) -> Reply:
     return Reply(status, error_body(message))
+
+
+_INTERNAL_ERROR = error_reply(500, "internal error")
+
+
+class _Job:
+    """One inference request waiting for its loop iteration's merged onnxruntime call."""
+
+    __slots__ = ("model", "rows", "served", "endpoint", "request", "started", "answer")
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        rows: np.ndarray,
+        served: np.ndarray,
+        endpoint: str,
+        request: InferRequest | None,
+        started: float,
+    ) -> None:
+        self.model = model
+        self.rows = rows  # as received
+        self.served = served  # what the model sees (differs only under FAULT_DEGRADE)
+        self.endpoint = endpoint
+        self.request = request
+        self.started = started
+        self.answer: Deferred[Reply] = Deferred()
 
 
 class ModelService:
@@ -85,6 +116,7 @@ class ModelService:
         self._reload_lock = asyncio.Lock()
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
+        self._batcher = MicroBatcher(self._answer_batch, config.batch_merge_rows)
         self.metrics.set_model(model.name, model.version, model.git_commit, model.num_classes)
         self.sampler = self._new_sampler(model)
         self._get_routes: dict[str, Callable[[], Reply]] = {
@@ -112,7 +144,7 @@ class ModelService:
         headers: Headers,
         body: bytes,
         body_error: ClientError | None = None,
-    ) -> Reply | Pending:
+    ) -> Answer:
         """Answer one request. ``body_error``: the transport refused the body (e.g. too large)."""
         if path == "/predict":
             return self._inference(method, "predict", None, headers, body, body_error)
@@ -200,7 +232,7 @@ class ModelService:
         headers: Headers,
         body: bytes,
         body_error: ClientError | None,
-    ) -> Reply | Pending:
+    ) -> Answer:
         started = perf_counter()
         model = self.model
         try:
@@ -221,54 +253,73 @@ class ModelService:
             else:
                 request = decode_infer(body, model, self._max_batch)
                 rows = request.rows
+            served = rows
             if self.faults.active:
                 if self.faults.should_fail():
                     raise _InjectedFault()
+                served = self.faults.degrade(rows)
                 if self.faults.latency_s > 0.0:
-                    return self._after_latency(model, endpoint, request, rows, started)
+                    job = _Job(model, rows, served, endpoint, request, started)
+                    return self._after_latency(job)
         except ClientError as exc:  # includes the injected 503s
             return self._finish(endpoint, started, error_reply(exc.status, exc.message))
         except Exception:  # a server fault: say so, keep serving, log the traceback
             log.exception("inference failed", extra={"endpoint": endpoint})
-            return self._finish(endpoint, started, error_reply(500, "internal error"))
-        return self._answer(model, endpoint, request, rows, started)
+            return self._finish(endpoint, started, _INTERNAL_ERROR)
+        return self._submit(_Job(model, rows, served, endpoint, request, started))
 
-    def _answer(
-        self,
-        model: LoadedModel,
-        endpoint: str,
-        request: InferRequest | None,
-        rows: np.ndarray,
-        started: float,
-    ) -> Reply:
+    def _submit(self, job: _Job) -> Reply | Deferred[Reply]:
+        """Queue the rows for this loop iteration's merged onnxruntime call (batching.py)."""
+        self._batcher.submit(job)
+        answer = job.answer
+        return answer.result() if answer.done else answer
+
+    def _answer_batch(self, jobs: list[_Job]) -> None:
+        """One onnxruntime call for requests that share a model; answer each with its rows."""
+        first = jobs[0]
+        model = first.model
+        if len(jobs) == 1:
+            rows, served = first.rows, first.served
+        else:
+            served = np.concatenate([job.served for job in jobs])
+            # the inputs as received (metrics, drift sample), not the fault-degraded ones served
+            rows = np.concatenate([job.rows for job in jobs]) if self.faults.active else served
         try:
-            served = self.faults.degrade(rows) if self.faults.active else rows
             probabilities, labels = model.predict(served)
-            if request is None:
-                payload = encode_predict(model, probabilities, labels)
-            else:
-                payload = encode_infer(model, request, probabilities, labels)
         except Exception:
-            log.exception("inference failed", extra={"endpoint": endpoint})
-            return self._finish(endpoint, started, error_reply(500, "internal error"))
-        reply = self._finish(endpoint, started, Reply(200, payload))
-        self._record_predictions(model, rows, probabilities, labels, started)
-        return reply
+            if len(jobs) > 1:  # answer each on its own, so only a culprit request fails
+                for job in jobs:
+                    self._answer_batch([job])
+                return
+            log.exception("inference failed", extra={"endpoint": first.endpoint})
+            first.answer.resolve(self._finish(first.endpoint, first.started, _INTERNAL_ERROR))
+            return
+        self._record_predictions(model, rows, probabilities, labels, first.started)
+        offset = 0
+        for job in jobs:
+            end = offset + job.rows.shape[0]
+            try:
+                if job.request is None:
+                    payload = encode_predict(model, probabilities[offset:end], labels[offset:end])
+                else:
+                    payload = encode_infer(
+                        model, job.request, probabilities[offset:end], labels[offset:end]
+                    )
+                reply = Reply(200, payload)
+            except Exception:
+                log.exception("encoding the answer failed", extra={"endpoint": job.endpoint})
+                reply = _INTERNAL_ERROR
+            job.answer.resolve(self._finish(job.endpoint, job.started, reply))
+            offset = end
 
-    async def _after_latency(
-        self,
-        model: LoadedModel,
-        endpoint: str,
-        request: InferRequest | None,
-        rows: np.ndarray,
-        started: float,
-    ) -> Reply:
+    async def _after_latency(self, job: _Job) -> Reply:
         self.metrics.in_flight += 1
         try:
             await asyncio.sleep(self.faults.latency_s)
         finally:
             self.metrics.in_flight -= 1
-        return self._answer(model, endpoint, request, rows, started)
+        answer = self._submit(job)
+        return answer if isinstance(answer, Reply) else await answer
 
     def _finish(self, endpoint: str, started: float, reply: Reply) -> Reply:
         self.metrics.record_request(endpoint, reply.status, perf_counter() - started)

@@ -52,6 +52,8 @@ class ServingConfig:
     max_batch: int = 256
     admin_token: str | None = None
     intra_op_threads: int = 1
+    # rows merged into one onnxruntime call across concurrent requests (batching.py); 0 = off
+    batch_merge_rows: int = 256
     log_level: str = "info"
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
@@ -97,6 +99,11 @@ class ServingConfig:
             admin_token=env.get("ADMIN_TOKEN") or None,
             intra_op_threads=int(
                 _number(env, "ORT_INTRA_OP_THREADS", cls.intra_op_threads, low=1, integer=True)
+            ),
+            batch_merge_rows=int(
+                _number(
+                    env, "BATCH_MERGE_ROWS", cls.batch_merge_rows, low=0, high=65536, integer=True
+                )
             ),
             log_level=log_level,
             deploy_env=deploy_env,

@@ -4,9 +4,10 @@ Why not uvicorn for the hot path: measured on the 2-core build machine, uvicorn'
 task per request, message dicts, header normalisation) costs ~23 us per request; the model needs
 ~15-20 us; a bare ASGI app under uvicorn tops out near 35k req/s while a protocol on the same
 parser answers 180k. Here the parser's completion callback calls ``ModelService.dispatch``
-directly: no task, no ASGI messages, for every request answered synchronously; only a reload or
-injected latency runs as a task, with later pipelined requests on that connection queued behind
-it so answers stay in order.
+directly: no task, no ASGI messages. Inference answers arrive at the end of the loop turn (one
+merged onnxruntime call, ``batching.py``) through a callback; a reload or injected latency runs as
+a task. Later pipelined requests on a connection wait behind a late answer, so answers stay in
+order.
 
 Implemented: keep-alive with an idle timeout, pipelining, Content-Length and chunked request
 bodies, ``Expect: 100-continue``, HEAD, ``Connection: close``, HTTP/1.0, limits on body size
@@ -35,6 +36,7 @@ from urllib.parse import unquote
 import httptools
 
 from ml.serving.app import ModelService, Reply, error_reply
+from ml.serving.batching import Deferred
 from ml.serving.codec import ClientError
 
 log = logging.getLogger("ml.serving")
@@ -79,7 +81,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._refused = False  # an early error answer was sent; ignore the rest, then close
         self._in_message = False  # a request has started and is not answered yet
-        self._pending: asyncio.Task[Reply] | None = None  # an answer that must wait
+        self._pending: Deferred[Reply] | asyncio.Task[Reply] | None = None  # a late answer
         self._queue: deque[_Request] = deque()  # pipelined requests behind the pending answer
         self.idle_since: float | None = None  # loop time the connection went idle; None: busy
         self._reading = True
@@ -183,20 +185,28 @@ class _Connection(asyncio.Protocol):
         )
         if isinstance(answer, Reply):
             self._write(request, answer)
-            return
-        self._pending = asyncio.ensure_future(answer)
-        self._pending.add_done_callback(lambda task: self._finish_pending(request, task))
+        elif isinstance(answer, Deferred):  # inference: answered by this loop turn's merged call
+            self._pending = answer
+            answer.on_result(lambda reply: self._finish_pending(request, reply))
+        else:
+            task = asyncio.ensure_future(answer)
+            self._pending = task
+            task.add_done_callback(lambda done: self._finish_task(request, done))
 
-    def _finish_pending(self, request: _Request, task: asyncio.Task[Reply]) -> None:
-        self._pending = None
+    def _finish_task(self, request: _Request, task: asyncio.Task[Reply]) -> None:
         if task.cancelled():  # the loop is shutting down
+            self._pending = None
             return
         error = task.exception()
         if error is not None:
             log.error("request failed", exc_info=error)
-            reply = error_reply(500, "internal error")
+            self._finish_pending(request, error_reply(500, "internal error"))
         else:
-            reply = task.result()
+            self._finish_pending(request, task.result())
+
+    def _finish_pending(self, request: _Request, reply: Reply) -> None:
+        """Write a late answer, then the pipelined requests that waited behind it."""
+        self._pending = None
         self._write(request, reply)
         while self._queue and self._pending is None:
             self._handle(self._queue.popleft())

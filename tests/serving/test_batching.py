@@ -1,0 +1,221 @@
+"""Merged inference (ml/serving/batching.py): one onnxruntime call per loop turn, no mix-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from ml.serving.app import ModelService
+from ml.serving.batching import Deferred, MicroBatcher
+from ml.serving.config import ServingConfig
+from ml.serving.model import LoadedModel
+
+from .conftest import digits_rows, metric_value, threaded_server
+from .test_http import read_responses
+
+
+@dataclass
+class Item:
+    model: object
+    rows: np.ndarray
+
+
+def rows(n: int) -> np.ndarray:
+    return np.zeros((n, 4), dtype=np.float32)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+
+    def __call__(self, items: list[Item]) -> None:
+        self.groups.append([item.rows.shape[0] for item in items])
+
+
+def submit_in_one_turn(batcher: MicroBatcher[Item], items: list[Item]) -> None:
+    async def main() -> None:
+        for item in items:
+            batcher.submit(item)
+        await asyncio.sleep(0)  # the flush runs on the next loop turn
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
+def test_items_of_one_loop_turn_run_in_one_call() -> None:
+    recorder = Recorder()
+    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    submit_in_one_turn(batcher, [Item("m", rows(1)) for _ in range(5)])
+    assert recorder.groups == [[1, 1, 1, 1, 1]]
+    assert batcher.calls == 1
+
+
+def test_groups_split_by_model_and_by_the_row_limit() -> None:
+    recorder = Recorder()
+    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=4)
+    old, new = object(), object()
+    items = [Item(old, rows(2)), Item(old, rows(2)), Item(old, rows(1)), Item(new, rows(1))]
+    items += [Item(new, rows(9)), Item(new, rows(1))]  # larger than the limit: runs alone
+    submit_in_one_turn(batcher, items)
+    assert recorder.groups == [[2, 2], [1], [1], [9], [1]]
+
+
+def test_without_merging_or_outside_a_loop_items_run_at_once() -> None:
+    recorder = Recorder()
+    off: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=0)
+    submit_in_one_turn(off, [Item("m", rows(1)), Item("m", rows(1))])
+    assert recorder.groups == [[1], [1]]
+    recorder.groups.clear()
+    on: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    on.submit(Item("m", rows(3)))  # no running loop: nothing to merge with
+    assert recorder.groups == [[3]]
+
+
+def test_items_left_by_a_closed_loop_do_not_block_the_next_one() -> None:
+    recorder = Recorder()
+    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    loop = asyncio.new_event_loop()
+    loop.call_soon(batcher.submit, Item("m", rows(2)))
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # one turn: submit ran, its flush is queued for a turn that never comes
+    loop.close()
+    assert recorder.groups == []
+    submit_in_one_turn(batcher, [Item("m", rows(1))])
+    assert recorder.groups == [[1]]
+
+
+def test_a_crashing_run_is_logged_and_later_batches_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    groups: list[int] = []
+
+    def run(items: list[Item]) -> None:
+        groups.append(len(items))
+        if len(groups) == 1:
+            raise RuntimeError("boom")
+
+    batcher: MicroBatcher[Item] = MicroBatcher(run, max_rows=256)
+    with caplog.at_level(logging.ERROR, logger="ml.serving"):
+        submit_in_one_turn(batcher, [Item("m", rows(1))] * 2)
+        submit_in_one_turn(batcher, [Item("m", rows(1))])
+    assert groups == [2, 1]
+    assert "batched inference crashed" in caplog.text
+
+
+def test_deferred_delivers_to_a_callback_and_to_an_awaiter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    early: Deferred[int] = Deferred()
+    seen: list[int] = []
+    early.on_result(seen.append)
+    early.resolve(7)
+    late: Deferred[int] = Deferred()
+    late.resolve(8)
+    late.on_result(seen.append)  # already resolved: called at once
+    assert seen == [7, 8] and late.done and late.result() == 8
+    with pytest.raises(RuntimeError, match="not ready"):
+        Deferred[int]().result()
+
+    async def awaiting() -> int:
+        pending: Deferred[int] = Deferred()
+        asyncio.get_running_loop().call_soon(pending.resolve, 9)
+        return await pending
+
+    assert asyncio.run(awaiting()) == 9
+
+    def broken(value: int) -> None:
+        raise OSError("socket gone")
+
+    failing: Deferred[int] = Deferred()
+    failing.on_result(broken)
+    with caplog.at_level(logging.ERROR, logger="ml.serving"):
+        failing.resolve(1)  # logged, not raised: the batch's other answers still go out
+    assert "delivering an answer failed" in caplog.text and failing.result() == 1
+
+
+# -- the service: concurrent requests share a call, each gets its own answer ------------------
+
+
+def raw_post(body: bytes) -> bytes:
+    head = f"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(model_dir: Path) -> None:
+    inputs = digits_rows(48, seed=3)
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"))
+    with threaded_server(config) as (base, server):
+        service: ModelService = server.service
+        port = int(base.rsplit(":", 1)[1])
+        expected_probabilities, expected_labels = service.model.predict(inputs)
+        sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in inputs]
+        try:
+            calls_before = service._batcher.calls
+            for sock, row in zip(sockets, inputs):
+                sock.sendall(raw_post(orjson.dumps({"instances": [row.tolist()]})))
+            answers = [read_responses(sock, 1)[0] for sock in sockets]
+            calls = service._batcher.calls - calls_before
+        finally:
+            for sock in sockets:
+                sock.close()
+        metrics = service.metrics.exposition().decode()
+    for index, answer in enumerate(answers):
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+        document = orjson.loads(body)
+        assert document["predictions"] == [int(expected_labels[index])]
+        got = np.asarray(document["probabilities"], dtype=np.float32)
+        assert np.array_equal(got, expected_probabilities[index : index + 1])
+    assert calls < len(inputs), f"{calls} onnxruntime calls for {len(inputs)} concurrent requests"
+    counted = metric_value(metrics, "inference_successes_total", endpoint="predict")
+    assert counted == len(inputs)
+
+
+class FlakySession:
+    """An onnxruntime stand-in that refuses batches of more than one row or a poisoned row."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.sizes: list[int] = []
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        batch = feeds["input"]
+        self.sizes.append(batch.shape[0])
+        if batch.shape[0] > 1 or batch[0, 0] == 13.0:
+            raise RuntimeError("onnxruntime failure")
+        return self.real.run(names, feeds)
+
+
+def test_a_failing_merged_call_is_retried_per_request_so_only_the_culprit_fails(
+    model: LoadedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = FlakySession(model.session)
+    service = ModelService(replace(model, session=session), ServingConfig())
+    good = digits_rows(3, seed=5)
+    good[:, 0] = 1.0
+    poisoned = good[:1].copy()
+    poisoned[0, 0] = 13.0
+
+    async def main() -> list[Any]:
+        answers = []
+        for batch in (good[:1], poisoned, good[1:2], good[2:3]):
+            body = orjson.dumps({"instances": batch.tolist()})
+            answers.append(service.dispatch("POST", "/predict", [], body))
+        return [answer if isinstance(answer, tuple) else await answer for answer in answers]
+
+    with caplog.at_level(logging.ERROR, logger="ml.serving"):
+        replies = asyncio.run(main())
+    assert [reply.status for reply in replies] == [200, 500, 200, 200]
+    assert session.sizes[0] == 4  # one merged call first, then one per request
+    assert sorted(session.sizes[1:]) == [1, 1, 1, 1]
+    assert orjson.loads(replies[1].body) == {"error": "internal error"}
+    exposition = service.metrics.exposition().decode()
+    assert metric_value(exposition, "inference_requests_total", endpoint="predict", code="500") == 1
