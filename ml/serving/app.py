@@ -73,6 +73,8 @@ def error_reply(status: int, message: str) -> Reply:
 
 
 _INTERNAL_ERROR = error_reply(500, "internal error")
+# a merged call's result: rows as received, probabilities, labels
+_Computed = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class _Job:
@@ -116,7 +118,9 @@ class ModelService:
         self._reload_lock = asyncio.Lock()
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
-        self._batcher = MicroBatcher(self._answer_batch, config.batch_merge_rows)
+        self._batcher: MicroBatcher[_Job, _Computed] = MicroBatcher(
+            self._compute, self._deliver, config.batch_merge_rows, worker=config.inference_thread
+        )
         self.metrics.set_model(model.name, model.version, model.git_commit, model.num_classes)
         self.sampler = self._new_sampler(model)
         self._get_routes: dict[str, Callable[[], Reply]] = {
@@ -220,6 +224,7 @@ class ModelService:
         log.info("serving", extra={"model": _identity(self.model), "faults": faults})
 
     def log_shutdown(self) -> None:
+        self._batcher.close()
         log.info("stopped: in-flight requests drained")
 
     # -- inference ---------------------------------------------------------------------------
@@ -274,26 +279,33 @@ class ModelService:
         answer = job.answer
         return answer.result() if answer.done else answer
 
-    def _answer_batch(self, jobs: list[_Job]) -> None:
-        """One onnxruntime call for requests that share a model; answer each with its rows."""
+    @staticmethod
+    def _compute(jobs: list[_Job]) -> _Computed:
+        """One onnxruntime call for requests sharing a model; may run on the inference thread."""
         first = jobs[0]
-        model = first.model
         if len(jobs) == 1:
             rows, served = first.rows, first.served
         else:
             served = np.concatenate([job.served for job in jobs])
             # the inputs as received (metrics, drift sample), not the fault-degraded ones served
-            rows = np.concatenate([job.rows for job in jobs]) if self.faults.active else served
-        try:
-            probabilities, labels = model.predict(served)
-        except Exception:
+            same = all(job.served is job.rows for job in jobs)
+            rows = served if same else np.concatenate([job.rows for job in jobs])
+        probabilities, labels = first.model.predict(served)
+        return rows, probabilities, labels
+
+    def _deliver(self, jobs: list[_Job], outcome: _Computed | Exception) -> None:
+        """On the event loop: record the metrics, then answer each request with its own rows."""
+        first = jobs[0]
+        if isinstance(outcome, Exception):
             if len(jobs) > 1:  # answer each on its own, so only a culprit request fails
                 for job in jobs:
-                    self._answer_batch([job])
+                    self._deliver([job], self._compute_or_error([job]))
                 return
-            log.exception("inference failed", extra={"endpoint": first.endpoint})
+            log.error("inference failed", extra={"endpoint": first.endpoint}, exc_info=outcome)
             first.answer.resolve(self._finish(first.endpoint, first.started, _INTERNAL_ERROR))
             return
+        rows, probabilities, labels = outcome
+        model = first.model
         self._record_predictions(model, rows, probabilities, labels, first.started)
         offset = 0
         for job in jobs:
@@ -311,6 +323,12 @@ class ModelService:
                 reply = _INTERNAL_ERROR
             job.answer.resolve(self._finish(job.endpoint, job.started, reply))
             offset = end
+
+    def _compute_or_error(self, jobs: list[_Job]) -> _Computed | Exception:
+        try:
+            return self._compute(jobs)
+        except Exception as exc:
+            return exc
 
     async def _after_latency(self, job: _Job) -> Reply:
         self.metrics.in_flight += 1

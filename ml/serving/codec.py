@@ -14,10 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+import simdjson
 
 from ml.serving.model import INPUT_NAME, OUTPUT_NAMES, Floats, Labels, LoadedModel
 
 _NUMERIC_KINDS = frozenset("fiu")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# below this size orjson + numpy is as fast as simdjson's proxies (1 row: 2.5 us vs 5.5 us)
+_SIMDJSON_MIN_BYTES = 4096
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -114,6 +118,10 @@ def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
     converts them to float32 in one call; any surprise (ragged, wrong width, too large) falls
     through to the checked path, which produces the error message.
     """
+    if len(body) >= _SIMDJSON_MIN_BYTES:
+        rows = _predict_rows_simdjson(body, model.features, max_batch)
+        if rows is not None:
+            return rows
     document = load_json(body)
     if "instances" not in document:
         raise ClientError(400, "missing 'instances': expected {\"instances\": [[numbers], ...]}")
@@ -135,6 +143,38 @@ def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
                 return rows
     strict = b"true" in body or b"false" in body
     return to_rows(values, "instances", model, max_batch, strict)
+
+
+def _predict_rows_simdjson(body: bytes, features: int, max_batch: int) -> Floats | None:
+    """Large bodies: simdjson writes the numbers straight into one buffer, no Python floats.
+
+    For a 64-row body that is ~75 us instead of ~150 us (orjson builds 4,096 Python floats,
+    numpy then reads them back). Taken only for exactly ``{"instances": [[F numbers], ...]}``:
+    one key, rows of F elements, and N + 1 ``[`` in the whole body (so no row hides a nested
+    array, which ``as_buffer`` would flatten). Anything else, including every malformed body,
+    returns None and the checked path decides and words the error.
+    """
+    try:
+        # a parser per call (~0.1 us): a shared one is not safe across threads or proxies
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object) or len(document) != 1:
+            return None
+        instances = document["instances"]
+        if not isinstance(instances, simdjson.Array):
+            return None
+        count = len(instances)
+        if not 0 < count <= max_batch or body.count(b"[") != count + 1:
+            return None
+        for row in instances:
+            if not isinstance(row, simdjson.Array) or len(row) != features:
+                return None
+        flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+    except (KeyError, TypeError, ValueError, RuntimeError):  # not this shape, or not JSON
+        return None
+    # simdjson refuses 1e999 and NaN; a finite double can still be too large for float32
+    if flat.size != count * features or not (np.abs(flat) <= _FLOAT32_MAX).all():
+        return None
+    return flat.astype(np.float32).reshape(count, features)
 
 
 def encode_predict(model: LoadedModel, probabilities: Floats, labels: Labels) -> bytes:

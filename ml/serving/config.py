@@ -54,6 +54,8 @@ class ServingConfig:
     intra_op_threads: int = 1
     # rows merged into one onnxruntime call across concurrent requests (batching.py); 0 = off
     batch_merge_rows: int = 256
+    # run merged calls of many-row requests on a worker thread, overlapping HTTP (batching.py)
+    inference_thread: bool = True
     log_level: str = "info"
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
@@ -105,6 +107,7 @@ class ServingConfig:
                     env, "BATCH_MERGE_ROWS", cls.batch_merge_rows, low=0, high=65536, integer=True
                 )
             ),
+            inference_thread=_flag(env, "INFERENCE_THREAD", cls.inference_thread),
             log_level=log_level,
             deploy_env=deploy_env,
             graceful_timeout_s=_number(
@@ -167,3 +170,14 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,34 +34,52 @@ def rows(n: int) -> np.ndarray:
 
 
 class Recorder:
-    def __init__(self) -> None:
-        self.groups: list[list[int]] = []
+    """compute + deliver for MicroBatcher: remembers each group's row counts and its thread."""
 
-    def __call__(self, items: list[Item]) -> None:
+    def __init__(self, fail_first: bool = False) -> None:
+        self.groups: list[list[int]] = []
+        self.threads: list[str] = []
+        self.outcomes: list[object] = []
+        self.fail_first = fail_first
+
+    def compute(self, items: list[Item]) -> list[int]:
+        self.threads.append(threading.current_thread().name)
+        if self.fail_first and not self.outcomes:
+            raise RuntimeError("onnxruntime failure")
+        return [item.rows.shape[0] for item in items]
+
+    def deliver(self, items: list[Item], outcome: list[int] | Exception) -> None:
+        self.outcomes.append(outcome)
         self.groups.append([item.rows.shape[0] for item in items])
 
+    def batcher(self, max_rows: int = 256, worker: bool = False) -> MicroBatcher[Item, list[int]]:
+        return MicroBatcher(self.compute, self.deliver, max_rows, worker=worker)
 
-def submit_in_one_turn(batcher: MicroBatcher[Item], items: list[Item]) -> None:
+
+def submit_in_one_turn(batcher: MicroBatcher[Item, list[int]], items: list[Item]) -> None:
     async def main() -> None:
         for item in items:
             batcher.submit(item)
-        await asyncio.sleep(0)  # the flush runs on the next loop turn
-        await asyncio.sleep(0)
+        for _ in range(200):  # the flush runs on the next loop turn; a worker takes a little longer
+            await asyncio.sleep(0.001 if batcher._busy else 0)
+            if not batcher._items and not batcher._busy and not batcher._scheduled:
+                break
 
     asyncio.run(main())
 
 
 def test_items_of_one_loop_turn_run_in_one_call() -> None:
     recorder = Recorder()
-    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    batcher = recorder.batcher()
     submit_in_one_turn(batcher, [Item("m", rows(1)) for _ in range(5)])
     assert recorder.groups == [[1, 1, 1, 1, 1]]
+    assert recorder.outcomes == [[1, 1, 1, 1, 1]]
     assert batcher.calls == 1
 
 
 def test_groups_split_by_model_and_by_the_row_limit() -> None:
     recorder = Recorder()
-    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=4)
+    batcher = recorder.batcher(max_rows=4)
     old, new = object(), object()
     items = [Item(old, rows(2)), Item(old, rows(2)), Item(old, rows(1)), Item(new, rows(1))]
     items += [Item(new, rows(9)), Item(new, rows(1))]  # larger than the limit: runs alone
@@ -70,18 +89,57 @@ def test_groups_split_by_model_and_by_the_row_limit() -> None:
 
 def test_without_merging_or_outside_a_loop_items_run_at_once() -> None:
     recorder = Recorder()
-    off: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=0)
+    off = recorder.batcher(max_rows=0)
     submit_in_one_turn(off, [Item("m", rows(1)), Item("m", rows(1))])
     assert recorder.groups == [[1], [1]]
     recorder.groups.clear()
-    on: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    on = recorder.batcher()
     on.submit(Item("m", rows(3)))  # no running loop: nothing to merge with
     assert recorder.groups == [[3]]
 
 
+def test_many_row_groups_run_on_the_worker_and_single_rows_on_the_loop() -> None:
+    recorder = Recorder()
+    batcher = recorder.batcher(worker=True)
+    submit_in_one_turn(batcher, [Item("m", rows(64)), Item("m", rows(64))])
+    submit_in_one_turn(batcher, [Item("m", rows(1)) for _ in range(8)])
+    assert recorder.groups == [[64, 64], [1] * 8]
+    assert recorder.threads[0].startswith("inference") and recorder.threads[1] == "MainThread"
+    batcher.close()
+    submit_in_one_turn(batcher, [Item("m", rows(64))])  # after close: inline
+    assert recorder.threads[2] == "MainThread"
+
+
+def test_items_arriving_while_the_worker_computes_form_the_next_group() -> None:
+    recorder = Recorder()
+    batcher = recorder.batcher(worker=True)
+
+    async def main() -> None:
+        batcher.submit(Item("m", rows(64)))
+        await asyncio.sleep(0)  # flushed: the worker has it
+        assert batcher._busy
+        for _ in range(3):
+            batcher.submit(Item("m", rows(32)))
+        for _ in range(500):
+            await asyncio.sleep(0.001)
+            if not batcher._items and not batcher._busy:
+                break
+
+    asyncio.run(main())
+    assert recorder.groups == [[64], [32, 32, 32]]
+
+
+def test_a_failing_compute_is_delivered_as_its_outcome_on_the_loop() -> None:
+    for worker in (False, True):
+        recorder = Recorder(fail_first=True)
+        submit_in_one_turn(recorder.batcher(worker=worker), [Item("m", rows(32))] * 2)
+        assert recorder.groups == [[32, 32]]
+        assert isinstance(recorder.outcomes[0], RuntimeError)
+
+
 def test_items_left_by_a_closed_loop_do_not_block_the_next_one() -> None:
     recorder = Recorder()
-    batcher: MicroBatcher[Item] = MicroBatcher(recorder, max_rows=256)
+    batcher = recorder.batcher()
     loop = asyncio.new_event_loop()
     loop.call_soon(batcher.submit, Item("m", rows(2)))
     loop.call_soon(loop.stop)
@@ -92,20 +150,20 @@ def test_items_left_by_a_closed_loop_do_not_block_the_next_one() -> None:
     assert recorder.groups == [[1]]
 
 
-def test_a_crashing_run_is_logged_and_later_batches_still_run(
+def test_a_crashing_deliver_is_logged_and_later_batches_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     groups: list[int] = []
 
-    def run(items: list[Item]) -> None:
+    def deliver(items: list[Item], outcome: object) -> None:
         groups.append(len(items))
         if len(groups) == 1:
             raise RuntimeError("boom")
 
-    batcher: MicroBatcher[Item] = MicroBatcher(run, max_rows=256)
+    batcher: MicroBatcher[Item, None] = MicroBatcher(lambda items: None, deliver, 256)
     with caplog.at_level(logging.ERROR, logger="ml.serving"):
-        submit_in_one_turn(batcher, [Item("m", rows(1))] * 2)
-        submit_in_one_turn(batcher, [Item("m", rows(1))])
+        submit_in_one_turn(batcher, [Item("m", rows(1))] * 2)  # type: ignore[arg-type]
+        submit_in_one_turn(batcher, [Item("m", rows(1))])  # type: ignore[arg-type]
     assert groups == [2, 1]
     assert "batched inference crashed" in caplog.text
 
@@ -149,34 +207,44 @@ def raw_post(body: bytes) -> bytes:
     return head.encode() + body
 
 
-def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(model_dir: Path) -> None:
-    inputs = digits_rows(48, seed=3)
+@pytest.mark.parametrize("rows_each", [1, 32], ids=["single-rows-on-the-loop", "on-the-worker"])
+def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(
+    model_dir: Path, rows_each: int
+) -> None:
+    clients = 24
+    inputs = digits_rows(clients * rows_each, seed=3).reshape(clients, rows_each, 64)
     config = ServingConfig(model_uri=str(model_dir / "model.onnx"))
     with threaded_server(config) as (base, server):
         service: ModelService = server.service
         port = int(base.rsplit(":", 1)[1])
-        expected_probabilities, expected_labels = service.model.predict(inputs)
         sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in inputs]
         try:
             calls_before = service._batcher.calls
-            for sock, row in zip(sockets, inputs):
-                sock.sendall(raw_post(orjson.dumps({"instances": [row.tolist()]})))
+            for sock, batch in zip(sockets, inputs):
+                sock.sendall(raw_post(orjson.dumps({"instances": batch.tolist()})))
             answers = [read_responses(sock, 1)[0] for sock in sockets]
             calls = service._batcher.calls - calls_before
         finally:
             for sock in sockets:
                 sock.close()
         metrics = service.metrics.exposition().decode()
-    for index, answer in enumerate(answers):
+        model = service.model
+    for batch, answer in zip(inputs, answers):
+        expected_probabilities, expected_labels = model.predict(batch)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), answer[:200]
         document = orjson.loads(body)
-        assert document["predictions"] == [int(expected_labels[index])]
+        assert document["predictions"] == expected_labels.tolist()
         got = np.asarray(document["probabilities"], dtype=np.float32)
-        assert np.array_equal(got, expected_probabilities[index : index + 1])
-    assert calls < len(inputs), f"{calls} onnxruntime calls for {len(inputs)} concurrent requests"
+        assert np.array_equal(got, expected_probabilities)
+    assert calls < clients, f"{calls} onnxruntime calls for {clients} concurrent requests"
     counted = metric_value(metrics, "inference_successes_total", endpoint="predict")
-    assert counted == len(inputs)
+    assert counted == clients
+    rows_counted = sum(
+        metric_value(metrics, "inference_predictions_total", predicted_class=str(label))
+        for label in range(10)
+    )
+    assert rows_counted == clients * rows_each
 
 
 class FlakySession:

@@ -13,6 +13,7 @@ def test_defaults_are_safe() -> None:
     assert config.host == "127.0.0.1" and config.port == 8080
     assert config.admin_token is None and not config.faults.active
     assert config.intra_op_threads == 1
+    assert config.batch_merge_rows == 256 and config.inference_thread is True
 
 
 def test_every_variable_is_read() -> None:
@@ -26,6 +27,8 @@ def test_every_variable_is_read() -> None:
         "MAX_BATCH": "32",
         "ADMIN_TOKEN": "x" * 16,
         "ORT_INTRA_OP_THREADS": "2",
+        "BATCH_MERGE_ROWS": "0",
+        "INFERENCE_THREAD": "Off",
         "LOG_LEVEL": "DEBUG",
         "DEPLOY_ENV": "staging",
         "GRACEFUL_TIMEOUT_S": "5",
@@ -45,6 +48,7 @@ def test_every_variable_is_read() -> None:
         32,
     )
     assert config.admin_token == "x" * 16 and config.intra_op_threads == 2
+    assert config.batch_merge_rows == 0 and config.inference_thread is False
     assert config.log_level == "debug" and config.deploy_env == "staging"
     assert config.graceful_timeout_s == 5.0
     assert config.http_server == "uvicorn" and config.keep_alive_s == 30.0
@@ -72,6 +76,8 @@ def test_every_variable_is_read() -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
         ({"HTTP_SERVER": "gunicorn"}, "HTTP_SERVER='gunicorn': expected one of builtin, uvicorn"),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must be at least 16 characters"),
+        ({"BATCH_MERGE_ROWS": "-1"}, "BATCH_MERGE_ROWS='-1': expected a value in [0, 65536]"),
+        ({"INFERENCE_THREAD": "maybe"}, "INFERENCE_THREAD='maybe': expected true or false"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
