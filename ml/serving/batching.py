@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from collections.abc import Callable, Generator
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -89,8 +90,8 @@ Outcome = TypeVar("Outcome")
 # The loop's own work grows with requests (HTTP, decoding, ~25 us each), the model's with rows
 # (~3 us each): a group goes to the worker only when its requests average this many rows, i.e.
 # when the model's share is large enough that overlapping it beats the two thread hand-offs
-# (~20-40 us). Measured at c=64: single-row groups inline 34k req/s vs 30k on the worker;
-# 64-row requests 2.1k req/s inline vs 2.9k on the worker.
+# (~20-40 us). Measured: single-row requests at c=64, 34k req/s inline vs 30k on the worker;
+# 64-row requests at c=16, 2.6k req/s inline vs 3.2-3.5k on the worker.
 OFFLOAD_ROWS_PER_REQUEST = 16
 
 
@@ -121,7 +122,11 @@ class MicroBatcher(Generic[Item, Outcome]):
         self._scheduled = False  # a flush is queued on the loop
         self._busy = False  # a group is being computed on the worker thread
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(1, "inference") if worker and max_rows else None
+        # the worker thread's queue; the thread itself starts with the first group it gets
+        self._worker: queue.SimpleQueue[list[Item] | None] | None = None
+        self._worker_started = False
+        if worker and max_rows:
+            self._worker = queue.SimpleQueue()
         self.calls = 0  # groups computed: what the batching tests and benchmarks look at
 
     def submit(self, item: Item) -> None:
@@ -144,21 +149,33 @@ class MicroBatcher(Generic[Item, Outcome]):
         while self._items and not self._busy:
             group = self._take_group()
             rows = sum(item.rows.shape[0] for item in group)
-            if self._executor is None or rows < OFFLOAD_ROWS_PER_REQUEST * len(group):
+            if self._worker is None or rows < OFFLOAD_ROWS_PER_REQUEST * len(group):
                 self._run_inline(group)
                 continue
             self._busy = True
             self.calls += 1
-            loop = cast(asyncio.AbstractEventLoop, self._loop)  # set by submit() with _items
-            future = loop.run_in_executor(self._executor, self._compute_safely, group)
-            future.add_done_callback(lambda done: self._computed(group, done))
+            if not self._worker_started:
+                self._worker_started = True
+                thread = threading.Thread(
+                    target=self._work, args=(self._worker,), name="inference", daemon=True
+                )
+                thread.start()
+            self._worker.put(group)
 
-    def _computed(self, group: list[Item], done: asyncio.Future[Outcome | Exception]) -> None:
+    def _work(self, groups: queue.SimpleQueue[list[Item] | None]) -> None:
+        """The worker thread: compute each group, hand the outcome back to the loop."""
+        while (group := groups.get()) is not None:
+            outcome = self._compute_safely(group)
+            loop = cast(asyncio.AbstractEventLoop, self._loop)  # set before any group is queued
+            try:
+                loop.call_soon_threadsafe(self._computed, group, outcome)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting for the answers
+                pass
+
+    def _computed(self, group: list[Item], outcome: Outcome | Exception) -> None:
         self._busy = False
-        if done.cancelled():  # the loop is closing
-            return
         self.flush()  # hand the worker the next group first, then answer this one meanwhile
-        self._deliver_safely(group, done.result())
+        self._deliver_safely(group, outcome)
 
     def _take_group(self) -> list[Item]:
         items = self._items
@@ -190,7 +207,7 @@ class MicroBatcher(Generic[Item, Outcome]):
             log.exception("batched inference crashed", extra={"requests": len(group)})
 
     def close(self) -> None:
-        """Let the worker thread end once its current group is done."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None  # later groups (if any) run inline
+        """Let the worker thread end once its current group is done; later groups run inline."""
+        if self._worker is not None:
+            self._worker.put(None)
+            self._worker = None

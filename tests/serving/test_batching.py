@@ -208,43 +208,70 @@ def raw_post(body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("rows_each", [1, 32], ids=["single-rows-on-the-loop", "on-the-worker"])
-def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(
+def test_concurrent_clients_share_calls_and_each_gets_its_own_answer(
     model_dir: Path, rows_each: int
 ) -> None:
-    clients = 24
-    inputs = digits_rows(clients * rows_each, seed=3).reshape(clients, rows_each, 64)
+    """Clients hammering the server at once, like a load generator: every answer carries
+    exactly its own rows' predictions, and the calls are shared."""
+    clients, rounds = 16, 25
+    inputs = digits_rows(clients * rounds * rows_each, seed=3).reshape(clients, rounds, -1, 64)
     config = ServingConfig(model_uri=str(model_dir / "model.onnx"))
+    failures: list[str] = []
     with threaded_server(config) as (base, server):
         service: ModelService = server.service
         port = int(base.rsplit(":", 1)[1])
-        sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in inputs]
-        try:
-            calls_before = service._batcher.calls
-            for sock, batch in zip(sockets, inputs):
-                sock.sendall(raw_post(orjson.dumps({"instances": batch.tolist()})))
-            answers = [read_responses(sock, 1)[0] for sock in sockets]
-            calls = service._batcher.calls - calls_before
-        finally:
-            for sock in sockets:
-                sock.close()
-        metrics = service.metrics.exposition().decode()
         model = service.model
-    for batch, answer in zip(inputs, answers):
-        expected_probabilities, expected_labels = model.predict(batch)
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), answer[:200]
-        document = orjson.loads(body)
-        assert document["predictions"] == expected_labels.tolist()
-        got = np.asarray(document["probabilities"], dtype=np.float32)
-        assert np.array_equal(got, expected_probabilities)
-    assert calls < clients, f"{calls} onnxruntime calls for {clients} concurrent requests"
-    counted = metric_value(metrics, "inference_successes_total", endpoint="predict")
-    assert counted == clients
+
+        def client(batches: np.ndarray) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                for batch in batches:
+                    sock.sendall(raw_post(orjson.dumps({"instances": batch.tolist()})))
+                    head, _, body = read_responses(sock, 1)[0].partition(b"\r\n\r\n")
+                    probabilities, labels = model.predict(batch)
+                    document = orjson.loads(body)
+                    got = np.asarray(document["probabilities"], dtype=np.float32)
+                    if not head.startswith(b"HTTP/1.1 200") or not (
+                        document["predictions"] == labels.tolist()
+                        and np.array_equal(got, probabilities)
+                    ):
+                        failures.append(f"{head[:40]!r}: {document}")
+
+        calls_before = service._batcher.calls
+        threads = [threading.Thread(target=client, args=(inputs[i],)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        calls = service._batcher.calls - calls_before
+        metrics = service.metrics.exposition().decode()
+    requests = clients * rounds
+    assert not failures, failures[:3]
+    assert calls < requests * 0.8, f"{calls} onnxruntime calls for {requests} requests"
+    assert metric_value(metrics, "inference_successes_total", endpoint="predict") == requests
     rows_counted = sum(
         metric_value(metrics, "inference_predictions_total", predicted_class=str(label))
         for label in range(10)
     )
-    assert rows_counted == clients * rows_each
+    assert rows_counted == requests * rows_each
+
+
+def test_requests_of_one_loop_turn_share_one_call(model: LoadedModel) -> None:
+    """Deterministic: requests dispatched in the same loop turn go to onnxruntime together."""
+    service = ModelService(model, ServingConfig())
+    rows = digits_rows(40, seed=6)
+
+    async def main() -> list[Any]:
+        answers = [
+            service.dispatch("POST", "/predict", [], orjson.dumps({"instances": [row.tolist()]}))
+            for row in rows
+        ]
+        return [await answer for answer in answers]  # type: ignore[misc]
+
+    calls_before = service._batcher.calls
+    replies = asyncio.run(main())
+    assert service._batcher.calls - calls_before == 1
+    _, labels = model.predict(rows)
+    assert [orjson.loads(r.body)["predictions"][0] for r in replies] == labels.tolist()
 
 
 class FlakySession:
