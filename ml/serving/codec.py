@@ -202,7 +202,9 @@ class InferRequest:
 
 def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferRequest:
     """An Open Inference Protocol request with one FP32 tensor named ``input``."""
-    document = load_json(body)
+    document = _infer_document_simdjson(body) if len(body) >= _SIMDJSON_MIN_BYTES else None
+    if document is None:
+        document = load_json(body)
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise ClientError(
@@ -223,16 +225,19 @@ def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferReques
     ):
         raise ClientError(400, "input 'shape' must be a non-empty list of non-negative integers")
     data = tensor.get("data")
-    if not isinstance(data, list) or not data:
-        raise ClientError(400, "input 'data' must be a non-empty array of numbers")
-    if b"true" in body or b"false" in body:
-        _reject_booleans(data, "data")
-    try:
-        array = np.array(data)
-    except (ValueError, TypeError):
-        raise ClientError(
-            400, "input 'data' must be a flat or rectangular array of numbers"
-        ) from None
+    if isinstance(data, np.ndarray):  # already numbers, flat (_infer_document_simdjson)
+        array = data
+    else:
+        if not isinstance(data, list) or not data:
+            raise ClientError(400, "input 'data' must be a non-empty array of numbers")
+        if b"true" in body or b"false" in body:
+            _reject_booleans(data, "data")
+        try:
+            array = np.array(data)
+        except (ValueError, TypeError):
+            raise ClientError(
+                400, "input 'data' must be a flat or rectangular array of numbers"
+            ) from None
     expected = math.prod(shape)
     if array.size != expected:
         raise ClientError(
@@ -245,6 +250,48 @@ def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferReques
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError(400, "'id' must be a string")
     return InferRequest(rows, request_id, _requested_outputs(document.get("outputs")))
+
+
+def _infer_document_simdjson(body: bytes) -> dict[str, Any] | None:
+    """Large v2 bodies: the document with the tensor's ``data`` already a flat float64 array.
+
+    Taken only when the one tensor's ``data`` is a non-empty flat array of numbers: the body's
+    ``[`` count must equal the arrays accounted for (``inputs``, ``shape``, ``data`` and
+    ``outputs`` when they are arrays), so no array hides inside ``data``. The other fields are
+    converted to Python values and checked by ``decode_infer`` exactly as on the orjson path;
+    anything else returns None and takes that path.
+    """
+    try:
+        document = simdjson.Parser().parse(body)
+        if not isinstance(document, simdjson.Object):
+            return None
+        inputs = document["inputs"]
+        if not isinstance(inputs, simdjson.Array) or len(inputs) != 1:
+            return None
+        tensor = inputs[0]
+        if not isinstance(tensor, simdjson.Object):
+            return None
+        data = tensor["data"]
+        if not isinstance(data, simdjson.Array) or len(data) == 0:
+            return None
+        arrays = 2 + isinstance(tensor.get("shape"), simdjson.Array)
+        arrays += isinstance(document.get("outputs"), simdjson.Array)
+        if body.count(b"[") != arrays:
+            return None
+        flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
+        fields = {key: _python(tensor[key]) for key in tensor.keys() if key != "data"}
+        light = {key: _python(document[key]) for key in document.keys() if key != "inputs"}
+    except (KeyError, TypeError, ValueError, RuntimeError):  # not this shape, or not JSON
+        return None
+    return {**light, "inputs": [{**fields, "data": flat}]}
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def _requested_outputs(requested: object) -> tuple[str, ...]:

@@ -276,3 +276,60 @@ def test_large_valid_bodies_predict_as_the_model_does(
     assert response.status == 200
     _, labels = model.predict(np.array(rows, dtype=np.float32))
     assert response.json()["predictions"] == labels.tolist()
+
+
+FLAT = ROW * 40  # 40 rows of 64 values, flat: over 4 KiB, so simdjson parses it first
+LARGE_INFER_CORPUS: list[tuple[Any, int, str]] = [
+    (tensor(shape=[40, 64], data=FLAT[:-1] + [True]), 400, "found a boolean"),
+    (tensor(shape=[40, 64], data=FLAT[:-1] + [None]), 400, "found nulls"),
+    (tensor(shape=[40, 64], data=FLAT[:-1] + ["1"]), 400, "found strings"),
+    (tensor(shape=[40, 64], data=FLAT[:-2] + [[], [1.0, 2.0]]), 400, "flat or rectangular"),
+    (tensor(shape=[40, 64], data=FLAT[:-1] + [1e39]), 400, "too large for float32"),
+    (tensor(shape=[40, 64], data=FLAT[:-1]), 400, "holds 2559 values but shape [40, 64]"),
+    (tensor(shape=[40, "64"], data=FLAT), 400, "non-negative integers"),
+    (tensor(shape=[40, 64], data=FLAT, datatype="FP64"), 400, "expected 'FP32'"),
+    (tensor(shape=[40, 64], data=FLAT, name="pixels"), 400, "unknown input 'pixels'"),
+    ({**tensor(shape=[40, 64], data=FLAT), "id": 7}, 400, "'id' must be a string"),
+    ({**tensor(shape=[40, 64], data=FLAT), "outputs": [{"name": "x"}]}, 400, "unknown outputs"),
+    (tensor(shape=[400, 64], data=FLAT * 10), 413, "exceeds MAX_BATCH=256"),
+]
+
+
+@pytest.mark.parametrize("body, status, fragment", LARGE_INFER_CORPUS)
+def test_large_infer_bad_input(client: AsgiClient, body: Any, status: int, fragment: str) -> None:
+    assert len(json.dumps(body)) >= 4096
+    check_client_error(client.post(INFER, body), status, fragment)
+
+
+def test_large_infer_bodies_decode_as_small_ones_do(client: AsgiClient) -> None:
+    rows = digits_rows(48, seed=8)
+    small = [client.post(INFER, tensor(data=row.tolist())).json() for row in rows]
+    labels = [answer["outputs"][1]["data"][0] for answer in small]
+    for shape, data in (
+        ([48, 64], rows.reshape(-1).tolist()),
+        ([48, 1, 8, 8], rows.reshape(-1).tolist()),
+        ([48, 64], rows.tolist()),  # nested data: the checked path
+    ):
+        body = {**tensor(shape=shape, data=data), "id": "r1", "outputs": [{"name": "label"}]}
+        answer = client.post(INFER, body).json()
+        assert answer["id"] == "r1" and [o["name"] for o in answer["outputs"]] == ["label"]
+        assert answer["outputs"][0]["data"] == labels
+
+
+@HYPOTHESIS
+@given(
+    rows=st.lists(
+        st.lists(st.floats(-1e6, 1e6, width=32), min_size=64, max_size=64),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_large_valid_infer_bodies_predict_as_the_model_does(
+    client: AsgiClient, model: LoadedModel, rows: list[list[float]]
+) -> None:
+    rows = rows * 16  # over 4 KiB: the simdjson path
+    flat = [value for row in rows for value in row]
+    response = client.post(INFER, tensor(shape=[len(rows), 64], data=flat))
+    assert response.status == 200
+    _, labels = model.predict(np.array(rows, dtype=np.float32))
+    assert response.json()["outputs"][1]["data"] == labels.tolist()
