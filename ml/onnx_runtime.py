@@ -14,4 +14,6 @@ def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings are not JSON log lines
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from ml.onnx_runtime import open_session
 from ml.serving.config import DEFAULT_MODEL_NAME
 
 INPUT_NAME = "input"
@@ -125,15 +126,10 @@ def load_file(
             f"{path}: sha256 {sha256[:12]}... differs from the registration record's "
             f"{str(recorded_sha)[:12]}...; the record describes another model"
         )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
     try:
         # from the path, not the bytes: weights may sit in external data files beside it
         # (mlflow.onnx.log_model writes them that way)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = open_session(path, threads=intra_op_threads)
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"{path}: not a loadable ONNX model: {_first_line(exc)}") from exc
     features = _check_signature(session, path)
