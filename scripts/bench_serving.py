@@ -130,10 +130,16 @@ def v2_labels(response: Any) -> list[int]:
 
 
 def specs(
-    model: Path, port: int, peers_python: Path, mlflow_model: Path | None
+    model: Path,
+    port: int,
+    peers_python: Path,
+    mlflow_model: Path | None,
+    server_env: dict[str, str] | None = None,
 ) -> list[ServerSpec]:
     python = sys.executable
-    ours_env = {"MODEL_URI": str(model), "HOST": "127.0.0.1", "PORT": str(port)}
+    # --server-env settings apply to this service only (e.g. INFERENCE_THREADS=1)
+    ours_env = {**(server_env or {}), "MODEL_URI": str(model), "HOST": "127.0.0.1"}
+    ours_env["PORT"] = str(port)
     peers_bin = str(peers_python.parent)
     peer_env = {"PATH": f"{peers_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_dir = str(mlflow_model) if mlflow_model else ""
@@ -582,11 +588,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-install", action="store_true", help="never create the peers' venv")
     parser.add_argument("--out", type=Path, default=REPO / ".bench" / "serving.json")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for this service's servers (repeatable), e.g. "
+        "INFERENCE_THREADS=1 to compare a setting within one run of the harness",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.servers.split(",")) - set(ALL_SERVERS)
     if unknown:
         parser.error(f"unknown servers {sorted(unknown)}; known: {', '.join(ALL_SERVERS)}")
+    args.server_env = dict(_assignment(parser, item) for item in args.server_env)
     return args
+
+
+def _assignment(parser: argparse.ArgumentParser, item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip() or name != name.strip():
+        parser.error(f"--server-env {item!r}: expected NAME=VALUE")
+    return name, value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -615,7 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 peers_reason = f"MLflow model unavailable: {exc}"
     port = free_port()
     all_specs = {
-        s.name: s for s in specs(args.model, port, peers_python or Path("python"), mlflow_model)
+        s.name: s
+        for s in specs(
+            args.model, port, peers_python or Path("python"), mlflow_model, args.server_env
+        )
     }
     results = {name: ServerResult(name, all_specs[name].description) for name in chosen}
     for name in chosen:
@@ -647,7 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = next((s.name for s in plan if s.rows > 1), None)
     checks = evaluate_targets(results, batch)
     table, targets = render_table(results, plan), render_targets(checks)
-    print(f"\nMedians of {args.passes} passes, {args.duration:.0f} s per load, wrk -t1:\n")
+    settings = "".join(f", {k}={v}" for k, v in args.server_env.items())
+    print(f"\nMedians of {args.passes} passes, {args.duration:.0f} s per load, wrk -t1", end="")
+    print(f"{settings}:\n")
     print(table)
     print("\n" + targets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -658,6 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenarios": [asdict(s) for s in plan],
             "cpus": os.cpu_count(),
             "model": str(args.model),
+            "server_env": args.server_env,
         },
         "servers": {
             name: {**asdict(r), "medians": _medians(r, plan)} for name, r in results.items()

@@ -119,7 +119,7 @@ class ModelService:
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
         self._batcher: MicroBatcher[_Job, _Computed] = MicroBatcher(
-            self._compute, self._deliver, config.batch_merge_rows, worker=config.inference_thread
+            self._compute, self._deliver, config.batch_merge_rows, workers=config.inference_threads
         )
         self.metrics.set_model(model.name, model.version, model.git_commit, model.num_classes)
         self.sampler = self._new_sampler(model)
@@ -360,7 +360,10 @@ class ModelService:
                 label, probabilities.item(0, label), float(rows.sum()) / scale
             )
         else:
-            self.metrics.record_batch(labels, probabilities.max(axis=1), rows.sum(axis=1) / scale)
+            # confidence = the probability of the predicted label; indexing is ~5x cheaper than
+            # probabilities.max(axis=1), numpy's reduction along a short axis
+            confidence = probabilities[np.arange(labels.shape[0]), labels]
+            self.metrics.record_batch(labels, confidence, rows.sum(axis=1) / scale)
 
     def _check_target(self, model: LoadedModel, target: str) -> None:
         name, _, version = target.partition("/versions/")

@@ -88,24 +88,24 @@ Item = TypeVar("Item", bound=BatchItem)
 Outcome = TypeVar("Outcome")
 
 # The loop's own work grows with requests (HTTP, decoding, ~25 us each), the model's with rows
-# (~3 us each): a group goes to the worker only when its requests average this many rows, i.e.
-# when the model's share is large enough that overlapping it beats the two thread hand-offs
-# (~20-40 us). Measured: single-row requests at c=64, 34k req/s inline vs 30k on the worker;
-# 64-row requests at c=16, 2.6k req/s inline vs 3.2-3.5k on the worker.
+# (~3 us each): a group goes to a worker thread only when its requests average this many rows,
+# i.e. when the model's share is large enough that overlapping it beats the two thread hand-offs
+# (~20-40 us). Measured with one worker: single-row requests at c=64, 34k req/s inline vs 30k on
+# the worker; 64-row requests at c=16, 2.6k req/s inline vs 3.2-3.5k on the worker.
 OFFLOAD_ROWS_PER_REQUEST = 16
 
 
 class MicroBatcher(Generic[Item, Outcome]):
-    """Collects items while the loop turns and runs them in model groups, one group at a time.
+    """Collects items while the loop turns and runs them in model groups.
 
     ``compute(items)`` runs one group (items sharing one model, at most ``max_rows`` rows in all;
     an item larger than that goes alone) and returns its outcome; it must not touch the service's
-    state, because with ``worker=True`` it may run on a dedicated thread (onnxruntime releases the
-    GIL, so the event loop reads, decodes and answers other requests meanwhile). ``deliver(items,
-    outcome)`` then runs on the event loop; an exception from ``compute`` is delivered as the
-    outcome. While a group is being computed, new items wait and form the next group, so the
-    batch size follows the load with no timer. ``max_rows=0`` turns merging off: every item is
-    computed and delivered on its own, at once.
+    state, because with ``workers > 0`` it may run on a worker thread (onnxruntime releases the
+    GIL, so the event loop reads, decodes and answers other requests meanwhile, and two workers
+    use two cores for the model). ``deliver(items, outcome)`` then runs on the event loop; an
+    exception from ``compute`` is delivered as the outcome. While every worker is computing, new
+    items wait and form the next group, so the batch size follows the load with no timer.
+    ``max_rows=0`` turns merging off: every item is computed and delivered on its own, at once.
     """
 
     def __init__(
@@ -113,57 +113,64 @@ class MicroBatcher(Generic[Item, Outcome]):
         compute: Callable[[list[Item]], Outcome],
         deliver: Callable[[list[Item], Outcome | Exception], None],
         max_rows: int,
-        worker: bool = False,
+        workers: int = 0,
     ) -> None:
         self._compute = compute
         self._deliver = deliver
         self.max_rows = max_rows
         self._items: list[Item] = []
         self._scheduled = False  # a flush is queued on the loop
-        self._busy = False  # a group is being computed on the worker thread
+        self._in_flight = 0  # groups handed to the worker threads and not yet delivered
         self._loop: asyncio.AbstractEventLoop | None = None
-        # the worker thread's queue; the thread itself starts with the first group it gets
-        self._worker: queue.SimpleQueue[list[Item] | None] | None = None
-        self._worker_started = False
-        if worker and max_rows:
-            self._worker = queue.SimpleQueue()
+        # the worker threads share one queue; a thread starts when a group finds the others busy
+        self._workers = workers if max_rows else 0
+        self._queue: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self.calls = 0  # groups computed: what the batching tests and benchmarks look at
+
+    def _saturated(self) -> bool:
+        # every worker has a group and one more waits for each: new items wait and form the
+        # next group. The waiting one lets a worker go on at once when it finishes, instead of
+        # idling until the busy loop has run _computed (measured: ~0.8 ms later under load)
+        return self._in_flight > 0 and self._in_flight >= 2 * self._workers
 
     def submit(self, item: Item) -> None:
         loop = self._loop
-        if (self._scheduled or self._busy) and loop is not None and not loop.is_closed():
+        if (self._scheduled or self._saturated()) and loop is not None and not loop.is_closed():
             self._items.append(item)  # the common case under load: a flush is already due
             return
         # asyncio._get_running_loop() costs a getpid() system call: once per batch, not per item
-        loop = asyncio._get_running_loop() if self.max_rows else None
-        if loop is None:
+        running = asyncio._get_running_loop() if self.max_rows else None
+        if running is None:
             self._run_inline([item])
             return
-        self._items = [item]  # anything left by a loop that closed before flushing is dropped
-        self._loop, self._scheduled, self._busy = loop, True, False
-        loop.call_soon(self.flush)
+        if running is not loop:  # first use, or a new loop: a closed loop's leftovers are dropped
+            self._loop, self._items, self._in_flight = running, [], 0
+        self._items.append(item)
+        self._scheduled = True
+        running.call_soon(self.flush)
 
     def flush(self) -> None:
         """Run what has been collected; items submitted meanwhile wait for the next flush."""
         self._scheduled = False
-        while self._items and not self._busy:
+        while self._items and not self._saturated():
             group = self._take_group()
             rows = sum(item.rows.shape[0] for item in group)
-            if self._worker is None or rows < OFFLOAD_ROWS_PER_REQUEST * len(group):
+            if not self._workers or rows < OFFLOAD_ROWS_PER_REQUEST * len(group):
                 self._run_inline(group)
                 continue
-            self._busy = True
+            self._in_flight += 1
             self.calls += 1
-            if not self._worker_started:
-                self._worker_started = True
+            if len(self._threads) < min(self._in_flight, self._workers):
                 thread = threading.Thread(
-                    target=self._work, args=(self._worker,), name="inference", daemon=True
+                    target=self._work, args=(self._queue,), name="inference", daemon=True
                 )
                 thread.start()
-            self._worker.put(group)
+                self._threads.append(thread)
+            self._queue.put(group)
 
     def _work(self, groups: queue.SimpleQueue[list[Item] | None]) -> None:
-        """The worker thread: compute each group, hand the outcome back to the loop."""
+        """A worker thread: compute each group, hand the outcome back to the loop."""
         while (group := groups.get()) is not None:
             outcome = self._compute_safely(group)
             loop = cast(asyncio.AbstractEventLoop, self._loop)  # set before any group is queued
@@ -173,7 +180,7 @@ class MicroBatcher(Generic[Item, Outcome]):
                 pass
 
     def _computed(self, group: list[Item], outcome: Outcome | Exception) -> None:
-        self._busy = False
+        self._in_flight -= 1
         self.flush()  # hand the worker the next group first, then answer this one meanwhile
         self._deliver_safely(group, outcome)
 
@@ -207,7 +214,7 @@ class MicroBatcher(Generic[Item, Outcome]):
             log.exception("batched inference crashed", extra={"requests": len(group)})
 
     def close(self) -> None:
-        """Let the worker thread end once its current group is done; later groups run inline."""
-        if self._worker is not None:
-            self._worker.put(None)
-            self._worker = None
+        """Let the worker threads end after the groups already queued; later groups run inline."""
+        for _ in self._threads:
+            self._queue.put(None)
+        self._workers = 0

@@ -36,14 +36,20 @@ def rows(n: int) -> np.ndarray:
 class Recorder:
     """compute + deliver for MicroBatcher: remembers each group's row counts and its thread."""
 
-    def __init__(self, fail_first: bool = False) -> None:
+    def __init__(self, fail_first: bool = False, barrier: threading.Barrier | None = None) -> None:
         self.groups: list[list[int]] = []
         self.threads: list[str] = []
         self.outcomes: list[object] = []
         self.fail_first = fail_first
+        self.barrier = barrier  # every compute waits for the barrier's other parties
+        self.gate = threading.Event()  # compute waits for it to open (open unless a test closes it)
+        self.gate.set()
 
     def compute(self, items: list[Item]) -> list[int]:
         self.threads.append(threading.current_thread().name)
+        if self.barrier is not None:
+            self.barrier.wait(timeout=10)
+        self.gate.wait(timeout=10)
         if self.fail_first and not self.outcomes:
             raise RuntimeError("onnxruntime failure")
         return [item.rows.shape[0] for item in items]
@@ -52,18 +58,24 @@ class Recorder:
         self.outcomes.append(outcome)
         self.groups.append([item.rows.shape[0] for item in items])
 
-    def batcher(self, max_rows: int = 256, worker: bool = False) -> MicroBatcher[Item, list[int]]:
-        return MicroBatcher(self.compute, self.deliver, max_rows, worker=worker)
+    def batcher(self, max_rows: int = 256, workers: int = 0) -> MicroBatcher[Item, list[int]]:
+        return MicroBatcher(self.compute, self.deliver, max_rows, workers=workers)
+
+
+async def settle(batcher: MicroBatcher[Item, list[int]]) -> None:
+    """Wait until every submitted item has been delivered (workers take a little longer)."""
+    for _ in range(2000):
+        await asyncio.sleep(0.001 if batcher._in_flight else 0)
+        if not batcher._items and not batcher._in_flight and not batcher._scheduled:
+            return
+    raise AssertionError("the batcher did not settle")
 
 
 def submit_in_one_turn(batcher: MicroBatcher[Item, list[int]], items: list[Item]) -> None:
     async def main() -> None:
         for item in items:
             batcher.submit(item)
-        for _ in range(200):  # the flush runs on the next loop turn; a worker takes a little longer
-            await asyncio.sleep(0.001 if batcher._busy else 0)
-            if not batcher._items and not batcher._busy and not batcher._scheduled:
-                break
+        await settle(batcher)
 
     asyncio.run(main())
 
@@ -100,7 +112,7 @@ def test_without_merging_or_outside_a_loop_items_run_at_once() -> None:
 
 def test_many_row_groups_run_on_the_worker_and_single_rows_on_the_loop() -> None:
     recorder = Recorder()
-    batcher = recorder.batcher(worker=True)
+    batcher = recorder.batcher(workers=1)
     submit_in_one_turn(batcher, [Item("m", rows(64)), Item("m", rows(64))])
     submit_in_one_turn(batcher, [Item("m", rows(1)) for _ in range(8)])
     assert recorder.groups == [[64, 64], [1] * 8]
@@ -110,29 +122,74 @@ def test_many_row_groups_run_on_the_worker_and_single_rows_on_the_loop() -> None
     assert recorder.threads[2] == "MainThread"
 
 
-def test_items_arriving_while_the_worker_computes_form_the_next_group() -> None:
+def test_items_arriving_while_the_workers_are_full_form_the_next_group() -> None:
     recorder = Recorder()
-    batcher = recorder.batcher(worker=True)
+    recorder.gate.clear()  # the worker holds its first group until the test opens the gate
+    batcher = recorder.batcher(workers=1)
 
     async def main() -> None:
         batcher.submit(Item("m", rows(64)))
-        await asyncio.sleep(0)  # flushed: the worker has it
-        assert batcher._busy
+        await asyncio.sleep(0)  # flushed: the worker computes it
+        batcher.submit(Item("m", rows(48)))
+        await asyncio.sleep(0)  # flushed: queued behind it, the worker is full
+        assert batcher._in_flight == 2
         for _ in range(3):
             batcher.submit(Item("m", rows(32)))
-        for _ in range(500):
-            await asyncio.sleep(0.001)
-            if not batcher._items and not batcher._busy:
-                break
+        await asyncio.sleep(0)
+        assert len(batcher._items) == 3  # no flush while full: they wait together
+        recorder.gate.set()
+        await settle(batcher)
 
     asyncio.run(main())
-    assert recorder.groups == [[64], [32, 32, 32]]
+    assert recorder.groups == [[64], [48], [32, 32, 32]]
+    assert len(batcher._threads) == 1
+
+
+def test_two_workers_compute_two_groups_at_the_same_time() -> None:
+    # each compute waits at a two-party barrier: with one thread at a time the barrier breaks
+    recorder = Recorder(barrier=threading.Barrier(2))
+    batcher = recorder.batcher(workers=2)
+
+    async def main() -> None:
+        batcher.submit(Item("m", rows(200)))
+        await asyncio.sleep(0)
+        batcher.submit(Item("m", rows(100)))
+        await settle(batcher)
+
+    asyncio.run(main())
+    assert sorted(recorder.groups) == [[100], [200]]
+    assert recorder.outcomes.count([100]) == 1 and recorder.outcomes.count([200]) == 1
+    assert sorted(recorder.threads) == ["inference", "inference"]
+    threads = batcher._threads
+    assert len(threads) == 2 and threads[0] is not threads[1]
+    batcher.close()
+    for thread in threads:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+def test_no_more_threads_start_than_workers_allowed() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    batcher = recorder.batcher(max_rows=128, workers=2)
+
+    async def main() -> None:
+        for _ in range(6):  # one per turn: each would want a thread of its own
+            batcher.submit(Item("m", rows(64)))
+            await asyncio.sleep(0)
+        assert batcher._in_flight == 4 and len(batcher._items) == 2
+        recorder.gate.set()
+        await settle(batcher)
+
+    asyncio.run(main())
+    assert len(batcher._threads) == 2
+    assert sorted(recorder.groups) == [[64]] * 4 + [[64, 64]]  # the two waiting ones merged
 
 
 def test_a_failing_compute_is_delivered_as_its_outcome_on_the_loop() -> None:
-    for worker in (False, True):
+    for workers in (0, 1, 2):
         recorder = Recorder(fail_first=True)
-        submit_in_one_turn(recorder.batcher(worker=worker), [Item("m", rows(32))] * 2)
+        submit_in_one_turn(recorder.batcher(workers=workers), [Item("m", rows(32))] * 2)
         assert recorder.groups == [[32, 32]]
         assert isinstance(recorder.outcomes[0], RuntimeError)
 

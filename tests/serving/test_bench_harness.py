@@ -28,11 +28,13 @@ def test_a_short_run_measures_our_servers_and_reports_missing_peers(
             "--concurrency", "1,4",
             "--batch-concurrency", "2",
             "--batch-rows", "8",
+            "--server-env", "INFERENCE_THREADS=1",
             "--out", str(out),
         ]
     )  # fmt: skip
     assert code == 0
     document = json.loads(out.read_text())
+    assert document["settings"]["server_env"] == {"INFERENCE_THREADS": "1"}
     for name in ("ml-serving", "ml-serving-v2", "bare-asgi"):
         server = document["servers"][name]
         assert server["available"], server["reason"]
@@ -46,6 +48,7 @@ def test_a_short_run_measures_our_servers_and_reports_missing_peers(
         assert not document["servers"][peer]["available"]
         assert "not installed" in document["servers"][peer]["reason"]
     printed = capsys.readouterr().out
+    assert "wrk -t1, INFERENCE_THREADS=1:" in printed
     assert "| kserve | - | not installed" in printed and "| ml-serving | c4 |" in printed
     assert out.with_suffix(".md").read_text().startswith("| server | load |")
 
@@ -82,3 +85,20 @@ def test_bad_arguments_and_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         bench_serving.main(["--servers", "ml-serving,triton"])
     assert bench_serving.main(["--model", str(tmp_path / "none.onnx")]) == 2
+
+
+def test_server_env_reaches_this_service_only_and_is_checked(tmp_path: Path) -> None:
+    env = {"INFERENCE_THREADS": "1", "PORT": "1"}  # PORT cannot be overridden: the harness owns it
+    by_name = {
+        s.name: s for s in bench_serving.specs(tmp_path / "m.onnx", 8123, Path("python"), None, env)
+    }
+    for ours in ("ml-serving", "ml-serving-v2", "ml-serving-uvicorn"):
+        assert by_name[ours].env["INFERENCE_THREADS"] == "1"
+        assert by_name[ours].env["PORT"] == "8123"
+    for other in ("bare-asgi", "mlflow", "mlserver", "kserve"):
+        assert "INFERENCE_THREADS" not in by_name[other].env
+    args = bench_serving.parse_args(["--server-env", "A=1", "--server-env", "B=x=y"])
+    assert args.server_env == {"A": "1", "B": "x=y"}
+    for bad in ("NOVALUE", "=1", " A=1"):
+        with pytest.raises(SystemExit):
+            bench_serving.parse_args(["--server-env", bad])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from ml.serving.config import ConfigError, FaultConfig, ServingConfig
+from ml.serving.config import ConfigError, FaultConfig, ServingConfig, usable_cpus
 
 
 def test_defaults_are_safe() -> None:
@@ -13,7 +16,7 @@ def test_defaults_are_safe() -> None:
     assert config.host == "127.0.0.1" and config.port == 8080
     assert config.admin_token is None and not config.faults.active
     assert config.intra_op_threads == 1
-    assert config.batch_merge_rows == 256 and config.inference_thread is True
+    assert config.batch_merge_rows == 256 and config.inference_threads == usable_cpus()
 
 
 def test_every_variable_is_read() -> None:
@@ -28,7 +31,7 @@ def test_every_variable_is_read() -> None:
         "ADMIN_TOKEN": "x" * 16,
         "ORT_INTRA_OP_THREADS": "2",
         "BATCH_MERGE_ROWS": "0",
-        "INFERENCE_THREAD": "Off",
+        "INFERENCE_THREADS": "0",
         "LOG_LEVEL": "DEBUG",
         "DEPLOY_ENV": "staging",
         "GRACEFUL_TIMEOUT_S": "5",
@@ -48,7 +51,7 @@ def test_every_variable_is_read() -> None:
         32,
     )
     assert config.admin_token == "x" * 16 and config.intra_op_threads == 2
-    assert config.batch_merge_rows == 0 and config.inference_thread is False
+    assert config.batch_merge_rows == 0 and config.inference_threads == 0
     assert config.log_level == "debug" and config.deploy_env == "staging"
     assert config.graceful_timeout_s == 5.0
     assert config.http_server == "uvicorn" and config.keep_alive_s == 30.0
@@ -77,7 +80,9 @@ def test_every_variable_is_read() -> None:
         ({"HTTP_SERVER": "gunicorn"}, "HTTP_SERVER='gunicorn': expected one of builtin, uvicorn"),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must be at least 16 characters"),
         ({"BATCH_MERGE_ROWS": "-1"}, "BATCH_MERGE_ROWS='-1': expected a value in [0, 65536]"),
-        ({"INFERENCE_THREAD": "maybe"}, "INFERENCE_THREAD='maybe': expected true or false"),
+        ({"INFERENCE_THREADS": "two"}, "INFERENCE_THREADS='two': expected an integer"),
+        ({"INFERENCE_THREADS": "-1"}, "INFERENCE_THREADS='-1': expected a value in [0, 64]"),
+        ({"INFERENCE_THREAD": "true"}, "INFERENCE_THREAD was replaced by INFERENCE_THREADS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], fragment: str) -> None:
@@ -101,3 +106,32 @@ def test_faults_are_refused_in_production(fault: dict[str, str]) -> None:
 def test_production_without_faults_is_fine() -> None:
     env = {"DEPLOY_ENV": "production", "FAULT_ERROR_RATE": "0", "FAULT_DEGRADE": ""}
     assert not ServingConfig.from_env(env).faults.active
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({}, None),  # no cgroup files: the affinity mask decides
+        ({"cpu.max": "max 100000\n"}, None),  # v2 without a quota
+        ({"cpu.max": "50000 100000\n"}, 1),  # half a CPU still gets one thread
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu.max": "garbage"}, None),
+    ],
+)
+def test_usable_cpus_follows_the_cgroup_quota(
+    tmp_path: Path, files: dict[str, str], expected: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (affinity if expected is None else min(expected, affinity))
+
+
+def test_a_quota_above_one_cpu_rounds_up_but_not_past_the_affinity(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert usable_cpus(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("10000000 100000\n")  # 100 CPUs of quota
+    assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
