@@ -6,11 +6,8 @@ are refused outright when ``DEPLOY_ENV=production``: a rehearsal knob must never
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 DEFAULT_MODEL_NAME = "digits-classifier"
@@ -22,29 +19,6 @@ HTTP_SERVERS = ("builtin", "uvicorn")
 
 class ConfigError(ValueError):
     """An environment variable is invalid; the message names the variable and the accepted form."""
-
-
-def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity, lowered by a cgroup CPU quota (a pod's
-    ``resources.limits.cpu``, which the affinity mask does not show), rounded up. At least 1.
-
-    joblib's loky ``cpu_count`` does the same, but importing it costs ~120 ms of cold start.
-    """
-    cpus = len(os.sched_getaffinity(0))
-    for quota_file, period_file in (
-        ("cpu.max", None),  # cgroup v2: "<quota> <period>" or "max <period>"
-        ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"),  # cgroup v1: quota -1 = no limit
-    ):
-        try:
-            fields = (cgroup / quota_file).read_text().split()
-            if period_file is not None:
-                fields.append((cgroup / period_file).read_text().strip())
-            quota, period = int(fields[0]), int(fields[1])
-        except (OSError, ValueError, IndexError):  # absent, or "max": no quota here
-            continue
-        if quota > 0 and period > 0:
-            return max(1, min(cpus, math.ceil(quota / period)))
-    return max(1, cpus)
 
 
 @dataclass(frozen=True)
@@ -81,8 +55,8 @@ class ServingConfig:
     # rows merged into one onnxruntime call across concurrent requests (batching.py); 0 = off
     batch_merge_rows: int = 256
     # threads running merged calls of many-row requests beside the event loop (batching.py);
-    # 0 = every call on the loop. Default: the CPUs this process may use (usable_cpus)
-    inference_threads: int = field(default_factory=usable_cpus)
+    # 0 = every call on the loop. 1 measured fastest on 2 CPUs (ml/serving/README.md)
+    inference_threads: int = 1
     log_level: str = "info"
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
@@ -139,7 +113,9 @@ class ServingConfig:
                 )
             ),
             inference_threads=int(
-                _number(env, "INFERENCE_THREADS", usable_cpus(), low=0, high=64, integer=True)
+                _number(
+                    env, "INFERENCE_THREADS", cls.inference_threads, low=0, high=64, integer=True
+                )
             ),
             log_level=log_level,
             deploy_env=deploy_env,

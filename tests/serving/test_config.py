@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from ml.serving.config import ConfigError, FaultConfig, ServingConfig, usable_cpus
+from ml.serving.config import ConfigError, FaultConfig, ServingConfig
 
 
 def test_defaults_are_safe() -> None:
@@ -16,7 +13,7 @@ def test_defaults_are_safe() -> None:
     assert config.host == "127.0.0.1" and config.port == 8080
     assert config.admin_token is None and not config.faults.active
     assert config.intra_op_threads == 1
-    assert config.batch_merge_rows == 256 and config.inference_threads == usable_cpus()
+    assert config.batch_merge_rows == 256 and config.inference_threads == 1
 
 
 def test_every_variable_is_read() -> None:
@@ -106,32 +103,3 @@ def test_faults_are_refused_in_production(fault: dict[str, str]) -> None:
 def test_production_without_faults_is_fine() -> None:
     env = {"DEPLOY_ENV": "production", "FAULT_ERROR_RATE": "0", "FAULT_DEGRADE": ""}
     assert not ServingConfig.from_env(env).faults.active
-
-
-@pytest.mark.parametrize(
-    "files, expected",
-    [
-        ({}, None),  # no cgroup files: the affinity mask decides
-        ({"cpu.max": "max 100000\n"}, None),  # v2 without a quota
-        ({"cpu.max": "50000 100000\n"}, 1),  # half a CPU still gets one thread
-        ({"cpu.max": "100000 100000\n"}, 1),
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1
-        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
-        ({"cpu.max": "garbage"}, None),
-    ],
-)
-def test_usable_cpus_follows_the_cgroup_quota(
-    tmp_path: Path, files: dict[str, str], expected: int | None
-) -> None:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    affinity = len(os.sched_getaffinity(0))
-    assert usable_cpus(tmp_path) == (affinity if expected is None else min(expected, affinity))
-
-
-def test_a_quota_above_one_cpu_rounds_up_but_not_past_the_affinity(tmp_path: Path) -> None:
-    (tmp_path / "cpu.max").write_text("150000 100000\n")
-    assert usable_cpus(tmp_path) == min(2, len(os.sched_getaffinity(0)))
-    (tmp_path / "cpu.max").write_text("10000000 100000\n")  # 100 CPUs of quota
-    assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
