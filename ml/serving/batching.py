@@ -124,7 +124,10 @@ class MicroBatcher(Generic[Item, Outcome]):
         self._loop: asyncio.AbstractEventLoop | None = None
         # the worker threads share one queue; a thread starts when a group finds the others busy
         self._workers = workers if max_rows else 0
-        self._queue: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
+        # each group travels with the loop it came from, so its answer never reaches a newer loop
+        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[Item]] | None] = (
+            queue.SimpleQueue()
+        )
         self._threads: list[threading.Thread] = []
         self.calls = 0  # groups computed: what the batching tests and benchmarks look at
 
@@ -167,13 +170,15 @@ class MicroBatcher(Generic[Item, Outcome]):
                 )
                 thread.start()
                 self._threads.append(thread)
-            self._queue.put(group)
+            self._queue.put((cast(asyncio.AbstractEventLoop, self._loop), group))
 
-    def _work(self, groups: queue.SimpleQueue[list[Item] | None]) -> None:
-        """A worker thread: compute each group, hand the outcome back to the loop."""
-        while (group := groups.get()) is not None:
+    def _work(
+        self, groups: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[Item]] | None]
+    ) -> None:
+        """A worker thread: compute each group, hand the outcome back to its loop."""
+        while (work := groups.get()) is not None:
+            loop, group = work
             outcome = self._compute_safely(group)
-            loop = cast(asyncio.AbstractEventLoop, self._loop)  # set before any group is queued
             try:
                 loop.call_soon_threadsafe(self._computed, group, outcome)
             except RuntimeError:  # the loop closed meanwhile: nobody is waiting for the answers

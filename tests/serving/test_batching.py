@@ -207,6 +207,30 @@ def test_items_left_by_a_closed_loop_do_not_block_the_next_one() -> None:
     assert recorder.groups == [[1]]
 
 
+def test_a_loop_closing_while_the_worker_computes_leaves_the_worker_usable() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    batcher = recorder.batcher(workers=1)
+
+    async def hand_over() -> None:
+        batcher.submit(Item("m", rows(64)))
+        await asyncio.sleep(0)  # flushed: the worker holds it at the gate
+
+    asyncio.run(hand_over())  # the loop closes with the group still being computed
+    (thread,) = batcher._threads
+
+    async def on_a_new_loop() -> None:
+        batcher.submit(Item("m", rows(32)))
+        await asyncio.sleep(0)  # queued behind the held group
+        recorder.gate.set()  # the held group's answer must not reach this loop: it is dropped
+        await settle(batcher)
+
+    asyncio.run(on_a_new_loop())
+    assert recorder.groups == [[32]] and batcher._in_flight == 0
+    assert thread.is_alive() and batcher._threads == [thread]
+    assert recorder.threads == ["inference", "inference"]
+
+
 def test_a_crashing_deliver_is_logged_and_later_batches_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
