@@ -31,6 +31,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from ml.io import write_text
+from ml.workflows import TRAINER_IMAGE
 
 _IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"  # semver.org: no leading zeros
 SEMVER = re.compile(
@@ -39,6 +40,9 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 GIT_ID = ["-c", "user.name=release-bot", "-c", "user.email=release-bot@example.com"]
+# CI tags both images it builds from this repo with the release version (scripts/ci/build_image.sh):
+# the service, named after the app, and the trainer its retraining workflow and drift CronJob run.
+# An overlay without the trainer (no continuous-training components) releases the service alone.
 
 
 class ReleaseError(RuntimeError):
@@ -72,20 +76,29 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     return result.stdout.strip()
 
 
-def set_image_tag(text: str, image: str, new_tag: str, source: Path) -> str:
-    """Return kustomization text with images[name=image].newTag set; comments and order kept."""
+def set_image_tag(text: str, image: str, new_tag: str, source: Path, required: bool = True) -> str:
+    """Return kustomization text with images[name=image].newTag set; comments and order kept.
+    Without such an entry: an error, or the text unchanged when not ``required``."""
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)  # the repo style: "  - item" under a key
     data = yaml.load(text)
     entries = [e for e in (data.get("images") or []) if e.get("name") == image]
+    if not entries and not required:
+        return text
     if len(entries) != 1:
         raise ReleaseError(f"{source}: needs exactly one images: entry named {image!r}")
     entries[0]["newTag"] = new_tag
     buffer = io.StringIO()
     yaml.dump(data, buffer)
     return buffer.getvalue()
+
+
+def release_images(text: str, app: str, image_tag: str, source: Path) -> str:
+    """The service image (required) and the trainer image (when pinned) both get the tag."""
+    text = set_image_tag(text, app, image_tag, source)
+    return set_image_tag(text, TRAINER_IMAGE, image_tag, source, required=False)
 
 
 def changelog_entry(plan: Plan, record: dict[str, object], today: date) -> str:
@@ -123,7 +136,7 @@ def build_plan(repo: Path, tag: str, app: str, registration: Path, today: date) 
             raise ReleaseError(f"{overlays / env / 'kustomization.yaml'}: missing")
     staging = overlays / "staging" / "kustomization.yaml"
     old = staging.read_text()
-    new = set_image_tag(old, app, image_tag, staging)
+    new = release_images(old, app, image_tag, staging)
     if new != old:
         plan.changes[staging] = (old, new)
     changelog = repo / "CHANGELOG.md"
@@ -133,7 +146,7 @@ def build_plan(repo: Path, tag: str, app: str, registration: Path, today: date) 
         plan.changes[changelog] = (old_log, new_log)
     production = overlays / "production" / "kustomization.yaml"
     prod_old = production.read_text()
-    prod_new = set_image_tag(prod_old, app, image_tag, production)
+    prod_new = release_images(prod_old, app, image_tag, production)
     if prod_new != prod_old:
         plan.production = (production, prod_old, prod_new)
     return plan

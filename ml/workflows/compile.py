@@ -36,9 +36,11 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from ml.workflows import TRAINER_IMAGE
+
 TEMPLATE_NAME = "training"
 PIPELINE_LABEL = ("mlops.example.com/pipeline", "dvc-training")
-IMAGE = "digits-trainer:unreleased"  # logical name; the kustomization's `images:` pins it
+IMAGE = f"{TRAINER_IMAGE}:unreleased"  # logical name; the overlays' `images:` pin it
 SERVICE_ACCOUNT = "training"
 WORKSPACE = "/workspace"
 REPO_DIR = f"{WORKSPACE}/repo"

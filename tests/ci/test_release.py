@@ -96,15 +96,32 @@ def test_release_writes_back_and_prepares_production(repo: Path) -> None:
         for line in git(repo, "diff", "HEAD~1", "--", str(STAGING)).splitlines()
         if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
     ]
-    assert changed == [c for c in changed if "newTag" in c] and "+    newTag: 1.4.0" in changed
+    assert changed == [c for c in changed if "newTag" in c]
+    assert changed.count("+    newTag: 1.4.0") == 2  # the service and the trainer image
     assert before.count("\n") == after.count("\n") and "# Release write-back" in after
     assert "## v1.4.0 - 2026-11-22" in (repo / "CHANGELOG.md").read_text()
     assert git(repo, "status", "--porcelain") == ""
     prod = git(repo, "show", f"release/v1.4.0-production:{PRODUCTION}")
-    assert "newTag: 1.4.0" in prod and "newTag: 1.4.0" not in (repo / PRODUCTION).read_text()
+    assert (
+        prod.count("newTag: 1.4.0") == 2 and "newTag: 1.4.0" not in (repo / PRODUCTION).read_text()
+    )
     record = json.loads((repo / "models/registration.json").read_text())
     assert calls == [(record["model_name"], record["version"], "staging")]
     assert any("release/v1.4.0-production" in line for line in done)
+
+
+def test_an_overlay_without_the_trainer_releases_the_service_alone(repo: Path) -> None:
+    text = (repo / STAGING).read_text()
+    pinned = "  - name: digits-trainer\n"
+    assert pinned in text
+    kept, _, trainer = text.partition(pinned)
+    (repo / STAGING).write_text(kept)  # the trainer entry was last: drop it
+    git(repo, "commit", "-qam", "no continuous training in staging")
+    run_apply(repo, "v1.4.1", [])
+    after = (repo / STAGING).read_text()
+    assert after.count("newTag: 1.4.1") == 1 and "digits-trainer" not in after
+    with pytest.raises(release.ReleaseError, match="exactly one images: entry named 'web'"):
+        release.set_image_tag(text, "web", "1.0.0", STAGING)
 
 
 def test_second_run_changes_nothing(repo: Path) -> None:

@@ -26,7 +26,10 @@ def test_image_bump_shows_as_one_changed_rollout(tmp_path: Path) -> None:
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "a")
     kfile = tmp_path / "apps/digits-classifier/overlays/staging/kustomization.yaml"
-    kfile.write_text(kfile.read_text().replace("newTag: 0.1.0", "newTag: 0.2.0"))
+    service = "mlops/digits-classifier\n    newTag: 0.1.0"  # the service image only
+    text = kfile.read_text()
+    assert service in text
+    kfile.write_text(text.replace(service, service.replace("0.1.0", "0.2.0")))
     _git(tmp_path, "commit", "-q", "-am", "b")
 
     diffs = {d.target: d for d in diff_refs("HEAD~1", "HEAD", root=tmp_path)}
