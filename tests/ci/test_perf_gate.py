@@ -33,6 +33,17 @@ def test_more_than_ten_percent_slower_fails(measured: dict[str, float], failed: 
     assert "REGRESSED" in perf_gate.table(checks, measured) if failed else True
 
 
+def test_a_confirming_measurement_keeps_each_percentile_at_its_better_run() -> None:
+    first = perf_gate.with_ratios(
+        {"predict_p50_ms": 0.6, "predict_p99_ms": 1.0, "health_p50_ms": 0.3}
+    )
+    second = {"predict_p50_ms": 0.5, "predict_p99_ms": 1.2, "health_p50_ms": 0.25}
+    merged = perf_gate.confirmed(first, perf_gate.with_ratios(second))
+    assert merged["predict_p50_ms"] == 0.5 and merged["predict_p99_ms"] == 1.0
+    assert merged["predict_p50_ratio"] == pytest.approx(0.5 / 0.25)
+    assert merged["predict_p99_ratio"] == pytest.approx(1.0 / 0.25)
+
+
 def test_missing_metric_is_an_error() -> None:
     with pytest.raises(SystemExit, match="no baseline or measurement"):
         perf_gate.compare({"predict_p50_ratio": 1.0}, BASE)
@@ -68,3 +79,9 @@ def test_gate_measures_the_real_service(
     baseline.write_text(json.dumps(recorded))
     assert perf_gate.main(common) == 1
     assert "pipeline_ratio" in capsys.readouterr().err
+    recorded["predict_p99_ratio"] /= 10  # and the service ten times faster: confirmed, then fails
+    baseline.write_text(json.dumps(recorded))
+    assert perf_gate.main(common) == 1
+    captured = capsys.readouterr()
+    assert "measuring the service again to confirm" in captured.out
+    assert "predict_p99_ratio" in captured.err
