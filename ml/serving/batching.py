@@ -101,10 +101,11 @@ class MicroBatcher(Generic[Item, Outcome]):
     ``compute(items)`` runs one group (items sharing one model, at most ``max_rows`` rows in all;
     an item larger than that goes alone) and returns its outcome; it must not touch the service's
     state, because with ``workers > 0`` it may run on a worker thread (onnxruntime releases the
-    GIL, so the event loop reads, decodes and answers other requests meanwhile, and two workers
-    use two cores for the model). ``deliver(items, outcome)`` then runs on the event loop; an
-    exception from ``compute`` is delivered as the outcome. While every worker is computing, new
-    items wait and form the next group, so the batch size follows the load with no timer.
+    GIL, so the event loop reads, decodes and answers other requests meanwhile; with more cores
+    than two, more workers can compute side by side). ``deliver(items, outcome)`` then runs on
+    the event loop; an exception from ``compute`` is delivered as the outcome. While every worker
+    is computing and has one more group queued, new items wait and form the next group, so the
+    batch size follows the load with no timer.
     ``max_rows=0`` turns merging off: every item is computed and delivered on its own, at once.
     """
 
