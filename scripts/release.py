@@ -4,8 +4,9 @@ What it does, in order, and only after every check passed:
 1. refuses anything but strict semver `vMAJOR.MINOR.PATCH[-pre][+build]`, a dirty tree, or a missing
    registration record / registry version;
 2. writes the image tag into `apps/<app>/overlays/staging/kustomization.yaml` (`images:` only, the
-   field `kustomize edit set image` and argocd-image-updater edit), appends a CHANGELOG entry,
-   validates the rendered overlay, and commits both on the current branch;
+   field `kustomize edit set image` and argocd-image-updater edit: the service image and, where
+   pinned, the trainer image), appends a CHANGELOG entry, validates the rendered overlay, and
+   commits both on the current branch;
 3. prepares the production change as a commit on its own branch `release/<tag>-production`
    (never on the current branch: production is a reviewed merge request);
 4. moves the MLflow alias `staging` to the released model version.
@@ -40,9 +41,6 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 GIT_ID = ["-c", "user.name=release-bot", "-c", "user.email=release-bot@example.com"]
-# CI tags both images it builds from this repo with the release version (scripts/ci/build_image.sh):
-# the service, named after the app, and the trainer its retraining workflow and drift CronJob run.
-# An overlay without the trainer (no continuous-training components) releases the service alone.
 
 
 class ReleaseError(RuntimeError):
@@ -96,7 +94,10 @@ def set_image_tag(text: str, image: str, new_tag: str, source: Path, required: b
 
 
 def release_images(text: str, app: str, image_tag: str, source: Path) -> str:
-    """The service image (required) and the trainer image (when pinned) both get the tag."""
+    """Both images CI builds and tags with the release version (scripts/ci/build_image.sh) get
+    the tag: the service, named after the app, and the trainer its retraining workflow and drift
+    CronJob run. An overlay that does not pin the trainer (no continuous training) keeps the
+    service alone."""
     text = set_image_tag(text, app, image_tag, source)
     return set_image_tag(text, TRAINER_IMAGE, image_tag, source, required=False)
 
