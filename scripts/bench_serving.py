@@ -138,8 +138,12 @@ def specs(
 ) -> list[ServerSpec]:
     python = sys.executable
     # --server-env settings apply to this service only (e.g. INFERENCE_THREADS=1)
-    ours_env = {**(server_env or {}), "MODEL_URI": str(model), "HOST": "127.0.0.1"}
-    ours_env["PORT"] = str(port)
+    ours_env = {
+        **(server_env or {}),
+        "MODEL_URI": str(model),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
     peers_bin = str(peers_python.parent)
     peer_env = {"PATH": f"{peers_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_dir = str(mlflow_model) if mlflow_model else ""
