@@ -21,12 +21,13 @@ class DigitsCNN(nn.Module):
         self.pixel_max = float(pixel_max)
         layers: list[nn.Module] = []
         in_channels, side = 1, IMAGE_SIDE
-        for index, width in enumerate(params.channels):
+        for width in params.channels:
             layers += [nn.Conv2d(in_channels, width, kernel_size=3, padding=1), nn.ReLU()]
-            # pool after every conv but the first: 8x8 -> 8x8 -> 4x4 -> 2x2 keeps spatial detail
-            if index > 0:
-                layers.append(nn.MaxPool2d(2))
-                side //= 2
+            # halve after every conv (8x8 -> 4x4 -> 2x2 -> 1x1): the second conv on 4x4 costs a
+            # quarter of one on 8x8, and measured over six seeds the accuracy stayed the same
+            # (root README, "The model is a small CNN")
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
             in_channels = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(

@@ -11,6 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import run
+from tests.unit.conftest import FAST_EPOCHS
 
 pytestmark = pytest.mark.e2e
 
@@ -63,9 +64,11 @@ def test_metrics_plots_push_pull(pipeline_workspace: Path) -> None:
 
 
 def test_exp_run_with_param_reruns_from_train(pipeline_workspace: Path) -> None:
-    out = run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=3"], pipeline_workspace).stdout
+    out = run(
+        ["dvc", "exp", "run", "--temp", "-S", f"train.epochs={FAST_EPOCHS}"], pipeline_workspace
+    ).stdout
     ran = [s for s in STAGES if f"Running stage '{s}'" in out]
     assert ran == ["train", "evaluate", "export", "register"], out
     shown = run(["dvc", "exp", "show", "--json"], pipeline_workspace).stdout
     epochs = [int(e) for e in re.findall(r'"epochs": (\d+)', shown)]
-    assert 3 in epochs and 40 in epochs  # the experiment and the workspace baseline
+    assert FAST_EPOCHS in epochs and 40 in epochs  # the experiment and the workspace baseline

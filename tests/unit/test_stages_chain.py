@@ -18,7 +18,7 @@ from ml.config import load_params
 from ml.data import load_split
 from ml.stages import evaluate, export, prepare, register, train, validate
 from ml.tracking import start_tracking, tracking_uri
-from tests.unit.conftest import write_params
+from tests.unit.conftest import FAST_EPOCHS, write_params
 
 TRAIN = ["--data", "prepared", "--model", "models/model.pt", "--run-info", "models/run.json"]
 TRAIN += ["--history", "plots/history.csv"]
@@ -39,7 +39,7 @@ def chain_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        write_params(workdir, train__epochs=4, export__latency_samples=200, export__warmup=10)
+        write_params(workdir, train__epochs=FAST_EPOCHS, export__latency_samples=200, export__warmup=10)
         assert prepare.main(["--out", "prepared"]) == 0
         assert validate.main(["--data", "prepared", "--report", "reports/validation.json"]) == 0
         assert train.main(TRAIN) == 0
@@ -84,7 +84,7 @@ def test_chain_outputs_run_and_registry(chain: Path) -> None:
     assert tracking_uri().startswith("sqlite:///") and (chain / "mlflow.db").is_file()
     client = MlflowClient()
     run = client.get_run(record["run_id"])
-    assert run.data.params["train.epochs"] == "4"
+    assert run.data.params["train.epochs"] == str(FAST_EPOCHS)
     assert (
         "test_accuracy" in run.data.metrics
         and len(client.get_metric_history(run.info.run_id, "val_loss")) >= 1
@@ -100,7 +100,7 @@ def test_failing_gate_keeps_alias_and_files(
     before = (chain / "models/registration.json").read_text()
     write_params(
         chain,
-        train__epochs=4,
+        train__epochs=FAST_EPOCHS,
         export__latency_samples=200,
         export__warmup=10,
         gates__min_accuracy=0.9999,
