@@ -1,7 +1,7 @@
 """Merge the inference requests of one event-loop iteration into one onnxruntime call.
 
-Why: onnxruntime's fixed cost per call (~15 us for this model on the build machine) is three times
-the cost of one more row in a call (~5 us), so under concurrent load one call for every request
+Why: onnxruntime's fixed cost per call (~10 us for this model on the build machine) is five times
+the cost of one more row in a call (~2 us), so under concurrent load one call for every request
 that arrived together is far cheaper than one call each. Nothing waits for a batch to fill: the
 first request of an iteration schedules the flush with ``call_soon``, so the flush runs right
 after the event loop has read every request that was already on the wire; a lone request is

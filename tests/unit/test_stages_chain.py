@@ -39,7 +39,9 @@ def chain_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        write_params(workdir, train__epochs=FAST_EPOCHS, export__latency_samples=200, export__warmup=10)
+        write_params(
+            workdir, train__epochs=FAST_EPOCHS, export__latency_samples=200, export__warmup=10
+        )
         assert prepare.main(["--out", "prepared"]) == 0
         assert validate.main(["--data", "prepared", "--report", "reports/validation.json"]) == 0
         assert train.main(TRAIN) == 0
