@@ -15,7 +15,7 @@ $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.s
 	$(wildcard tools/*/package-lock.json)
 	scripts/bootstrap.sh
 
-.PHONY: help bootstrap run pipeline test lint unit bench-pipeline clean
+.PHONY: help bootstrap run pipeline test lint unit bench-pipeline seed-sweep clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -43,6 +43,10 @@ test: lint tests ## every check: lint, then all tests with coverage >= 80% on ml
 
 bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-param change
 	$(PY) -m scripts.bench_pipeline
+
+# e.g. SWEEP_ARGS="--set model.channels=[8,16] --seeds 0,1,2"; ~20 s for the default six seeds
+seed-sweep: $(READY) ## test accuracy of the configured model over seeds (min / mean; writes nothing)
+	$(PY) -m scripts.seed_sweep $(SWEEP_ARGS)
 
 clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git-tracked metrics)
 	rm -rf data/prepared models/model.pt models/model.onnx reports/figures .bench
