@@ -166,15 +166,19 @@ def parse_params(raw: object, path: Path) -> Params:
         raise ParamsError(_format_errors(path, error)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises ParamsError naming file and key on any problem."""
-    path = Path(path)
+def read_params_yaml(path: Path) -> object:
+    """The parsed YAML of a params file, not yet validated (for tools that edit it first)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ParamsError(f"{path}: cannot read params file: {error.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    return parse_params(raw, path)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raises ParamsError naming file and key on any problem."""
+    path = Path(path)
+    return parse_params(read_params_yaml(path), path)

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from ml.cli import StageError
-from ml.config import Params, ParamsError, parse_params
+from ml.config import Params, ParamsError, parse_params, read_params_yaml
 from ml.data import Split
 from ml.stages.prepare import drop_duplicate_images, load_source, split_data
 from ml.stages.train import fit
@@ -86,14 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load(args: argparse.Namespace) -> Params:
-    try:
-        raw = yaml.safe_load(args.params.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ParamsError(f"{args.params}: cannot read: {error}") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{args.params}: top level must be a mapping of sections")
-    for assignment in args.set:
-        override(raw, assignment)
+    """params.yaml with the --set overrides, validated as `dvc repro` would validate it."""
+    raw = read_params_yaml(args.params)
+    if isinstance(raw, dict):  # anything else gets parse_params' own message
+        for assignment in args.set:
+            override(raw, assignment)
     return parse_params(raw, args.params)
 
 

@@ -67,10 +67,10 @@ def test_unreadable_params_and_bad_seeds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert seed_sweep.main(["--params", str(tmp_path / "missing.yaml")]) == 2
-    assert "missing.yaml: cannot read" in capsys.readouterr().err
+    assert "missing.yaml: cannot read params file" in capsys.readouterr().err
     (tmp_path / "list.yaml").write_text("- 1\n")
     assert seed_sweep.main(["--params", str(tmp_path / "list.yaml")]) == 2
-    assert "top level must be a mapping" in capsys.readouterr().err
+    assert "top level must be a mapping of sections, got list" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         seed_sweep.main(["--seeds", "1,x"])
     assert (
