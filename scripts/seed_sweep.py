@@ -2,8 +2,9 @@
 
 One seed's test accuracy says little on 360 test images (one image is 0.3 points), so a model
 choice is judged on the worst and mean accuracy over seeds. Each seed re-splits the data and
-re-initialises the network, exactly as `dvc repro` with that `seed:` would (same prepare and
-train code); nothing is written, tracked or registered. `--set model.channels=[8,16]` (a YAML
+re-initialises the network exactly as `dvc repro` with that `seed:` would (the same prepare,
+train and prediction code, torch's default threads; a test compares it with the stage chain);
+nothing is written, tracked or registered. `--set model.channels=[8,16]` (a YAML
 value; repeatable) tries a variant without editing params.yaml.
 """
 
@@ -21,10 +22,10 @@ import numpy as np
 import torch
 import yaml
 
+from ml.checkpoint import predict_proba
 from ml.cli import StageError
 from ml.config import Params, ParamsError, parse_params, read_params_yaml
-from ml.data import Split
-from ml.stages.prepare import drop_duplicate_images, load_source, split_data
+from ml.stages.prepare import load_rows, split_data
 from ml.stages.train import fit
 
 
@@ -54,21 +55,15 @@ def override(raw: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
-def accuracy(model: torch.nn.Module, split: Split) -> float:
-    with torch.no_grad():
-        predicted = model(torch.from_numpy(split.X)).argmax(dim=1).numpy()
-    return float(np.mean(predicted == split.y))
-
-
-def run_seed(params: Params, base: Path, seed: int) -> SeedResult:
+def run_seed(params: Params, X: np.ndarray, y: np.ndarray, seed: int) -> SeedResult:
     params = params.model_copy(update={"seed": seed})
-    X, y = load_source(params.data, base)
-    X, y, _ = drop_duplicate_images(X, y)
     splits = split_data(X, y, params.data, seed)
     model, history = fit(
         params, splits["train"], splits["val"], torch.device("cpu"), progress=False
     )
-    return SeedResult(seed, len(history), accuracy(model, splits["test"]))
+    test = splits["test"]
+    predicted = predict_proba(model, torch.from_numpy(test.X)).numpy().argmax(axis=1)
+    return SeedResult(seed, len(history), float(np.mean(predicted == test.y)))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -98,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         params = load(args)
-        torch.set_num_threads(1)  # small model: one thread is as fast and leaves a core free
-        results = [run_seed(params, args.params.resolve().parent, s) for s in args.seeds]
+        X, y, _ = load_rows(params.data, args.params.resolve().parent)  # once for all seeds
+        results = [run_seed(params, X, y, seed) for seed in args.seeds]
     except (ParamsError, StageError) as error:
         print(f"seed-sweep: error: {error}", file=sys.stderr)
         return 2

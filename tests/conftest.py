@@ -15,6 +15,9 @@ import pytest
 from scripts.repo_copy import copy_repo, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
+# The fewest epochs after which the default model clears the 0.95 accuracy gate with a margin
+# (measured at seed 42: 5 epochs 0.942, 7-8 epochs 0.961), so fast chains still register.
+FAST_EPOCHS = 8
 VENV_BIN = Path(sys.executable).parent
 
 

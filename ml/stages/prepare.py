@@ -107,6 +107,14 @@ def load_source(data: DataParams, base: Path) -> tuple[np.ndarray, np.ndarray]:
     raise StageError(f"{path}: unsupported data file type {suffix!r} (use .csv, .parquet or .npz)")
 
 
+def load_rows(data: DataParams, base: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """The source's rows ready to split: (X, y, duplicates removed); too few rows is an error."""
+    X, y = load_source(data, base)
+    if len(y) < 10:
+        raise StageError(f"{data.source}: only {len(y)} rows; need at least 10 to split")
+    return drop_duplicate_images(X, y)
+
+
 def drop_duplicate_images(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Keep the first copy of each identical image so no image can land in two splits."""
     _, first = np.unique(X, axis=0, return_index=True)
@@ -136,10 +144,7 @@ def _main(argv: Sequence[str] | None) -> None:
     )
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    X, y = load_source(params.data, Path(args.params).resolve().parent)
-    if len(y) < 10:
-        raise StageError(f"{params.data.source}: only {len(y)} rows; need at least 10 to split")
-    X, y, duplicates = drop_duplicate_images(X, y)
+    X, y, duplicates = load_rows(params.data, Path(args.params).resolve().parent)
     splits = split_data(X, y, params.data, params.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

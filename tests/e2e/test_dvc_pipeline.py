@@ -10,8 +10,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import run
-from tests.unit.conftest import FAST_EPOCHS
+from tests.conftest import FAST_EPOCHS, run
 
 pytestmark = pytest.mark.e2e
 

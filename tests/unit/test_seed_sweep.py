@@ -63,6 +63,19 @@ def test_bad_override_exits_2_naming_it(
     assert params.read_text() == before  # the file is never edited
 
 
+def test_bad_data_source_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = write_params(tmp_path, data__source="missing.csv")
+    assert seed_sweep.main(["--params", str(params)]) == 2
+    assert "missing.csv: data.source file not found" in capsys.readouterr().err
+    header = "label," + ",".join(f"p{i}" for i in range(64))
+    rows = [f"{label}," + ",".join(["0"] * 64) for label in (0, 1, 2)]
+    (tmp_path / "tiny.csv").write_text("\n".join([header, *rows]) + "\n")
+    assert seed_sweep.main(["--params", str(params), "--set", "data.source=tiny.csv"]) == 2
+    assert "tiny.csv: only 3 rows; need at least 10" in capsys.readouterr().err
+
+
 def test_unreadable_params_and_bad_seeds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

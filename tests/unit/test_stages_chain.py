@@ -18,7 +18,9 @@ from ml.config import load_params
 from ml.data import load_split
 from ml.stages import evaluate, export, prepare, register, train, validate
 from ml.tracking import start_tracking, tracking_uri
-from tests.unit.conftest import FAST_EPOCHS, write_params
+from scripts import seed_sweep
+from tests.conftest import FAST_EPOCHS
+from tests.unit.conftest import write_params
 
 TRAIN = ["--data", "prepared", "--model", "models/model.pt", "--run-info", "models/run.json"]
 TRAIN += ["--history", "plots/history.csv"]
@@ -94,6 +96,20 @@ def test_chain_outputs_run_and_registry(chain: Path) -> None:
     version = client.get_model_version_by_alias("digits-classifier", "candidate")
     assert str(version.version) == record["version"]
     assert version.tags["data_hash"] == record["data_hash"] and "git_commit" in version.tags
+
+
+def test_seed_sweep_scores_a_seed_as_the_pipeline_does(chain: Path) -> None:
+    """`make seed-sweep` promises the pipeline's numbers: same split, training and prediction."""
+    out = chain / "sweep.json"
+    assert seed_sweep.main(["--params", "params.yaml", "--seeds", "42", "--out", str(out)]) == 0
+    (swept,) = json.loads(out.read_text())["seeds"]
+    assert load_params("params.yaml").seed == 42
+    assert (
+        swept["test_accuracy"]
+        == json.loads((chain / "metrics/metrics.json").read_text())["accuracy"]
+    )
+    history = (chain / "plots/history.csv").read_text().strip().splitlines()
+    assert swept["epochs_run"] == len(history) - 1  # header + one line per epoch
 
 
 def test_failing_gate_keeps_alias_and_files(
