@@ -12,7 +12,6 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,7 @@ from typing import Any
 from ml.cli import StageError, run_stage, stage_parser
 from ml.config import GateParams, Params, load_params
 from ml.io import read_json, sha256_file, write_json
-
-
-@dataclass(frozen=True)
-class GateResult:
-    gate: str
-    measured: float
-    limit: float
-    passed: bool
+from ml.registration import GateResult, RegistrationRecord
 
 
 def check_gates(
@@ -35,9 +27,17 @@ def check_gates(
 ) -> list[GateResult]:
     accuracy, p99 = float(metrics["accuracy"]), float(latency["p99_ms"])
     return [
-        GateResult("min_accuracy", accuracy, gates.min_accuracy, accuracy >= gates.min_accuracy),
         GateResult(
-            "max_p99_latency_ms", p99, gates.max_p99_latency_ms, p99 <= gates.max_p99_latency_ms
+            gate="min_accuracy",
+            measured=accuracy,
+            limit=gates.min_accuracy,
+            passed=accuracy >= gates.min_accuracy,
+        ),
+        GateResult(
+            gate="max_p99_latency_ms",
+            measured=p99,
+            limit=gates.max_p99_latency_ms,
+            passed=p99 <= gates.max_p99_latency_ms,
         ),
     ]
 
@@ -130,7 +130,7 @@ def _main(argv: Sequence[str] | None) -> None:
         "metrics": {k: float(metrics[k]) for k in ("accuracy", "macro_f1", "roc_auc")},
         "latency": {k: float(latency[k]) for k in ("p50_ms", "p99_ms")},
         "onnx_sha256": sha256_file(args.onnx),
-        "gates": [asdict(r) for r in results],
+        "gates": [r.model_dump() for r in results],
     }
     tags = {k: str(record[k]) for k in ("git_commit", "data_hash", "params_hash", "onnx_sha256")}
     tags.update({f"metric.{k}": f"{v:.6f}" for k, v in record["metrics"].items()})
@@ -141,7 +141,8 @@ def _main(argv: Sequence[str] | None) -> None:
         model_uri=f"models:/{params.registry.model_name}/{version}",
         registered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    write_json(args.out, record)
+    # validated before writing: every reader parses it with the same model (ml.registration)
+    write_json(args.out, RegistrationRecord.model_validate(record).model_dump(mode="json"))
     print(
         f"register: {record['model_uri']} -> alias {params.registry.alias!r}"
         f" (commit {record['git_commit'][:12]})"
