@@ -12,15 +12,20 @@ READY := $(VENV)/.bootstrap-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
 $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh \
-	$(wildcard tools/*/package-lock.json)
+	$(wildcard tools/*/package-lock.json) $(wildcard tools/engines/*/go.mod)
 	scripts/bootstrap.sh
 
-.PHONY: help bootstrap run pipeline test lint unit bench-pipeline seed-sweep clean
+.PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline seed-sweep clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-bootstrap: $(READY) ## create .venv and install system and Python packages
+bootstrap: $(READY) ## create .venv and install system and Python packages, build the engines
+
+# Upstream engines (Kubernetes control plane, Argo Rollouts controller, kubeconform) from their Go
+# modules in tools/engines/, cached outside the repo; KUBE_APISERVER=/path etc. use prebuilt ones.
+engines: ## build the engines of tools/engines/ that are not cached yet (needs Go)
+	python3 -m scripts.engines build
 
 run: pipeline ## the main job: data -> model -> manifests -> canary rehearsal -> report
 	$(MAKE) --no-print-directory manifests

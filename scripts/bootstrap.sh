@@ -36,6 +36,10 @@ for lock in tools/*/package-lock.json; do
   fi
 done
 
+# Engines built from their Go modules (tools/engines/): once per machine, into a cache outside the
+# repo shared by every clone; a changed pin builds anew. Standard library only, so no venv needed.
+"$PYTHON" -m scripts.engines build --quiet
+
 # Python packages: reinstall only when the dependency declaration or the lock changed.
 want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
