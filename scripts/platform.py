@@ -87,6 +87,24 @@ PLATFORM: tuple[Component, ...] = (
         crd_files=("kubernetes/customresourcedefinitions.gen.yaml",),
     ),
     Component(
+        name="argo-workflows",
+        module="github.com/argoproj/argo-workflows/v3",
+        version="v3.7.6",
+        crd_files=tuple(
+            f"manifests/base/crds/full/argoproj.io_{kind}.yaml"
+            for kind in (
+                "clusterworkflowtemplates",
+                "cronworkflows",
+                "workflowartifactgctasks",
+                "workfloweventbindings",
+                "workflows",
+                "workflowtaskresults",
+                "workflowtasksets",
+                "workflowtemplates",
+            )
+        ),
+    ),
+    Component(
         name="argo-cd",
         module="github.com/argoproj/argo-cd/v3",
         version="v3.3.19",

@@ -9,6 +9,8 @@ python -m scripts.cluster image --dockerfile ml/serving/Dockerfile --tag REF [--
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -35,11 +37,20 @@ from scripts.engines import EngineError, program_path
 from scripts.platform import PLATFORM, PlatformError, component, crd_documents, module_dir
 from scripts.processes import ManagedProcess, ProcessError, free_port, wait_until
 
-POD_CIDR = os.environ.get("POD_CIDR", "198.18.0.0/16")
-"""Pod addresses. EndpointSlices refuse loopback addresses, so pods get addresses of this range,
-which `up` routes to the loopback interface (`ip route add local ... dev lo`): traffic to them
-never leaves the machine. 198.18.0.0/15 is reserved for benchmarking networks (RFC 2544), so it
-collides with no real network."""
+LOCAL_RANGE = "198.18.0.0/16"
+"""Routed to the loopback interface by `up` (`ip route replace local ... dev lo`): pods need
+addresses EndpointSlices accept (they refuse 127.0.0.0/8), and traffic to these never leaves
+the machine. 198.18.0.0/15 is reserved for benchmarking networks (RFC 2544), so it collides with
+no real network."""
+
+
+def pod_cidr(layout: Layout) -> str:
+    """This cluster's /24 of the local range (POD_CIDR overrides): one per cluster folder, so
+    clusters of several clones on one machine never hand out the same address."""
+    if os.environ.get("POD_CIDR"):
+        return os.environ["POD_CIDR"]
+    digest = hashlib.sha256(str(layout.root).encode()).digest()
+    return f"198.18.{digest[0]}.0/24"
 
 
 SCRAPE_INTERVAL = os.environ.get("SCRAPE_INTERVAL", "1s")
@@ -77,11 +88,9 @@ subjects:
 """
 
 
-def platform_address(index: int) -> str:
+def platform_address(layout: Layout, index: int) -> str:
     """Addresses of the platform stand-ins: the top of the pod range (pods take the bottom)."""
-    import ipaddress
-
-    network = ipaddress.ip_network(POD_CIDR)
+    network = ipaddress.ip_network(pod_cidr(layout))
     return str(network.broadcast_address - 1 - index)
 
 
@@ -101,8 +110,22 @@ def kubectl(
     )
 
 
+def _listening_in(cidr: str) -> bool:
+    """Whether any socket listens on an address of `cidr` (another cluster still uses it)."""
+    network = ipaddress.ip_network(cidr)
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address = ipaddress.ip_address(bytes(reversed(bytes.fromhex(local.split(":")[0]))))
+        if state == "0A" and address in network:
+            return True
+    return False
+
+
 def route_pod_range(cidr: str, present: bool) -> None:
-    """Make every address of `cidr` local (AnyIP on lo); needs CAP_NET_ADMIN (root or sudo)."""
+    """Make every address of `cidr` local (AnyIP on lo), or drop that route once nothing listens
+    there any more; needs CAP_NET_ADMIN (root, or sudo without a password)."""
+    if not present and _listening_in(cidr):
+        return
     action = "replace" if present else "del"
     command = ["ip", "route", action, "local", cidr, "dev", "lo"]
     if os.geteuid() != 0:
@@ -112,7 +135,7 @@ def route_pod_range(cidr: str, present: bool) -> None:
         raise ClusterError(
             f"cannot route the pod range {cidr} to loopback (`{' '.join(command)}`:"
             f" {result.stderr.strip()}); run as root or allow that command with sudo, or set"
-            " POD_CIDR to a range this machine already treats as local"
+            " POD_CIDR to a /24 this machine already treats as local"
         )
 
 
@@ -171,7 +194,7 @@ def up(layout: Layout) -> int:
         return 0
     if existing is not None:
         down(layout, say)
-    route_pod_range(POD_CIDR, True)
+    route_pod_range(LOCAL_RANGE, True)
     plane = ControlPlane(layout, say)
     state = plane.up()
     say(f"control plane up: {state.server} (etcd, kube-apiserver, controller-manager, scheduler)")
@@ -186,7 +209,7 @@ def up(layout: Layout) -> int:
                 "scripts.cluster.node_agent",
                 f"--kubeconfig={kubeconfig_for(layout, NODE, state.server)}",
                 f"--node-name={NODE_NAME}",
-                f"--pod-cidr={POD_CIDR}",
+                f"--pod-cidr={pod_cidr(layout)}",
                 f"--images={images_dir(layout)}",
                 f"--work-dir={layout.root / 'node'}",
             ],
@@ -219,7 +242,10 @@ def up(layout: Layout) -> int:
     except BaseException:
         down(layout, say)
         raise
-    say(f"node {NODE_NAME} Ready: pods run as local processes on {POD_CIDR} (no container engine)")
+    say(
+        f"node {NODE_NAME} Ready: pods run as local processes on {pod_cidr(layout)}"
+        " (no container engine)"
+    )
     say(f"up; export KUBECONFIG={layout.kubeconfig}")
     return 0
 
@@ -232,7 +258,7 @@ def start_addons(layout: Layout, server: str, say: Say) -> tuple[ManagedProcess,
     pki = layout.pki
     pair = pki.client(PROMETHEUS)
     proxy = free_port()
-    address = platform_address(0)
+    address = platform_address(layout, 0)
     addons = ManagedProcess(
         "addons",
         [
@@ -356,7 +382,7 @@ def stop(layout: Layout) -> int:
             if stop_daemon(DaemonRecord.from_json(item), grace_seconds=5):
                 say(f"stopped leftover pod process {item['name']} (pid {item['pid']})")
         leftovers.unlink()
-    route_pod_range(POD_CIDR, False)
+    route_pod_range(LOCAL_RANGE, False)
     say(f"down ({stopped} processes stopped)")
     return 0
 

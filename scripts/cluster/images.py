@@ -9,6 +9,7 @@ same lock); RUN steps of the final stage are not replayed, and the image says so
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
 import shutil
@@ -160,7 +161,10 @@ def build_image(
                             " build stage's virtualenv can be taken from another stage"
                         )
                 continue
-            into_folder = destination.endswith("/") or len(sources) > 1
+            into_folder = (
+                destination.endswith("/") or destination.endswith("/.") or len(sources) > 1
+            )
+            destination = posixpath.normpath(destination)
             for source in sources:
                 local = (context / source).resolve()
                 if not local.exists():
@@ -168,7 +172,7 @@ def build_image(
                         f"{dockerfile}:{instruction['startline'] + 1}: {source} is not in the"
                         f" build context {context}"
                     )
-                inside = destination + local.name if into_folder else destination
+                inside = posixpath.join(destination, local.name) if into_folder else destination
                 copy = snapshot / inside.lstrip("/")
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 if local.is_dir():
