@@ -227,7 +227,8 @@ class Monitoring:
                     "monitoring.coreos.com",
                     "v1",
                     "podmonitors",
-                    timeout_seconds=60,
+                    timeout_seconds=30,
+                    _request_timeout=(10, 60),  # a stalled stream must not stall the config
                 ):
                     if self.write_config(self._monitors()):
                         httpx.post(f"http://{self.address}:{PROMETHEUS_PORT}/-/reload", timeout=10)

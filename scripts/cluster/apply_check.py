@@ -53,6 +53,22 @@ def _kubectl(
     )
 
 
+def _apply(
+    layout: Layout, objects: list[dict[str, Any]], mode: str
+) -> subprocess.CompletedProcess[str]:
+    return _kubectl(
+        layout,
+        "apply",
+        "--server-side",
+        "--force-conflicts",  # as Argo CD's server-side sync does
+        f"--field-manager={FIELD_MANAGER}",
+        f"--dry-run={mode}",
+        "-f",
+        "-",
+        stdin="\n---\n".join(json.dumps(o) for o in objects),
+    )
+
+
 def _name(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     where = f"{meta['namespace']}/" if meta.get("namespace") else ""
@@ -85,18 +101,12 @@ def check_target(layout: Layout, target: Path, dry_run_only: bool, keep: bool) -
     )
     modes = ["server"] if dry_run_only else ["server", "none"]
     for mode in modes:
+        # the whole target in one call; only a refusal is worth one call per object, which
+        # names every refused object instead of the first
+        if _apply(layout, ordered, mode).returncode == 0:
+            continue
         for obj in ordered:
-            result = _kubectl(
-                layout,
-                "apply",
-                "--server-side",
-                "--force-conflicts",  # as Argo CD's server-side sync does
-                f"--field-manager={FIELD_MANAGER}",
-                f"--dry-run={mode}",
-                "-f",
-                "-",
-                stdin=json.dumps(obj),
-            )
+            result = _apply(layout, [obj], mode)
             if result.returncode != 0:
                 message = _message(result.stderr)
                 field = message.split(":", 1)[0] if ":" in message else ""

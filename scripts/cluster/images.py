@@ -8,12 +8,16 @@ same lock); RUN steps of the final stage are not replayed, and the image says so
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import posixpath
 import re
 import shlex
 import shutil
 import sys
+import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,8 +125,10 @@ def build_image(
     workdir, user = "/", None
     mounts: dict[str, str] = {}
     notes: list[str] = []
-    snapshot = image_file(store, ref).with_suffix("")
-    shutil.rmtree(snapshot, ignore_errors=True)
+    store.mkdir(parents=True, exist_ok=True)
+    # built aside, then kept under a name of its content: pods still running an earlier build of
+    # the same reference keep their files, and concurrent builds never share a folder
+    snapshot = Path(tempfile.mkdtemp(prefix=".build-", dir=store))
     for instruction in final:
         kind, value = instruction["instruction"], instruction["value"]
         variables = {**args, **env}
@@ -187,6 +193,16 @@ def build_image(
     env.update(extra_env or {})
     if extra_env:
         notes.append(f"ENV added for this image: {', '.join(sorted(extra_env))}")
+    final_dir = (
+        image_file(store, ref)
+        .with_suffix("")
+        .with_name(image_file(store, ref).stem + "-" + _digest(snapshot))
+    )
+    try:
+        snapshot.rename(final_dir)
+    except OSError:  # the same content is already there (built before, or just now by another)
+        shutil.rmtree(snapshot)
+    mounts = {k: v.replace(str(snapshot), str(final_dir), 1) for k, v in mounts.items()}
     image = ProcessImage(
         ref=ref,
         dockerfile=str(dockerfile),
@@ -199,6 +215,16 @@ def build_image(
         notes=tuple(notes),
     )
     path = image_file(store, ref)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(image), indent=2) + "\n")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary.write_text(json.dumps(asdict(image), indent=2) + "\n")
+    os.replace(temporary, path)  # readers see the old image or the new one, never half of one
     return image
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(f"{path.stat().st_mode:o}".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -754,7 +754,10 @@ class Agent:
     # -- node ------------------------------------------------------------------------------
 
     def node_status(self) -> dict[str, Any]:
-        cpus = str(os.cpu_count() or 1)
+        # The agent enforces no requests or limits, so the node offers the scheduler room for a
+        # few apps side by side (NODE_CPU, default 16), as a small cluster would, rather than
+        # this machine's 2 cores: four canaries of three 250m pods would not fit in 2.
+        cpus = os.environ.get("NODE_CPU", "16")
         memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024}Ki"
         capacity = {"cpu": cpus, "memory": memory, "pods": "110", "ephemeral-storage": "100Gi"}
         stamp = now()
@@ -985,8 +988,15 @@ class Agent:
                     self.core.list_pod_for_all_namespaces,
                     field_selector=selector,
                     resource_version=listing.metadata.resource_version,
-                    timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                    # the server ends each watch after 30 s and we list again, as the kubelet
+                    # resyncs; a stream that stalls without ending (seen here under load) is
+                    # given up by the client's read timeout, so no pod waits for it
+                    timeout_seconds=30,
+                    _request_timeout=(10, 60),
                 ):
+                    if event["type"] == "BOOKMARK":
+                        continue
                     if self.stopping.is_set():
                         stream.stop()
                         break
