@@ -40,8 +40,14 @@ class Component:
     version: str
     crd_files: tuple[str, ...]
     """Files inside the module (relative paths) whose documents are CRDs."""
-    chart: str | None = None
-    """`<chart> <version>` of the Helm chart that ships this version, when one is deployed."""
+    charts: tuple[str, ...] = ()
+    """`<chart> <version>` of each Helm chart in clusters/ that ships this version (read from the
+    chart's own history: its Chart.yaml `appVersion` at that chart version)."""
+
+    @property
+    def chart(self) -> str | None:
+        """The chart that installs this component's CRDs (the first of `charts`), if any."""
+        return self.charts[0] if self.charts else None
 
 
 PLATFORM: tuple[Component, ...] = (
@@ -49,7 +55,7 @@ PLATFORM: tuple[Component, ...] = (
         name="argo-rollouts",
         module="github.com/argoproj/argo-rollouts",
         version="v1.8.3",
-        chart="argo-rollouts 2.40.5",
+        charts=("argo-rollouts 2.40.5",),
         crd_files=(
             "manifests/crds/rollout-crd.yaml",
             "manifests/crds/analysis-template-crd.yaml",
@@ -62,7 +68,7 @@ PLATFORM: tuple[Component, ...] = (
         name="prometheus-operator",
         module="github.com/prometheus-operator/prometheus-operator",
         version="v0.83.0",
-        chart="kube-prometheus-stack 75.15.1",
+        charts=("kube-prometheus-stack 75.15.1",),
         crd_files=tuple(
             f"example/prometheus-operator-crd/monitoring.coreos.com_{kind}.yaml"
             for kind in (
@@ -83,8 +89,36 @@ PLATFORM: tuple[Component, ...] = (
         name="istio",
         module="istio.io/api",
         version="v1.24.3",
-        chart="base 1.24.3",
+        charts=("base 1.24.3", "istiod 1.24.3"),
         crd_files=("kubernetes/customresourcedefinitions.gen.yaml",),
+    ),
+    Component(
+        # >= 3.6 for CronWorkflow `spec.schedules`; the last 3.x release, 3.7.11 (chart 0.47.5).
+        name="argo-workflows",
+        module="github.com/argoproj/argo-workflows/v3",
+        version="v3.7.11",
+        charts=("argo-workflows 0.47.5",),
+        crd_files=tuple(
+            f"manifests/base/crds/full/argoproj.io_{kind}.yaml"
+            for kind in (
+                "clusterworkflowtemplates",
+                "cronworkflows",
+                "workflowartifactgctasks",
+                "workfloweventbindings",
+                "workflows",
+                "workflowtaskresults",
+                "workflowtasksets",
+                "workflowtemplates",
+            )
+        ),
+    ),
+    Component(
+        # no CRDs; the drift monitor pushes its metrics here
+        name="pushgateway",
+        module="github.com/prometheus/pushgateway",
+        version="v1.11.3",
+        charts=("prometheus-pushgateway 3.8.0",),
+        crd_files=(),
     ),
     Component(
         name="argo-cd",
