@@ -31,6 +31,11 @@ def parse_documents(text: str) -> list[Obj]:
     return docs
 
 
+def dump_documents(objects: list[Obj]) -> str:
+    """Objects as one YAML stream (types kept: a quoted "0.99" stays a string)."""
+    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
+
+
 async def render_overlay_async(path: str | Path) -> list[Obj]:
     """Async form of render_overlay, for rendering many targets at once."""
     try:

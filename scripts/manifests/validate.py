@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.manifests import alerts, analysis, metrics, policy, references
+from scripts.manifests import alerts, analysis, kubeconform, metrics, policy, references
 from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.manifests.schema import SchemaValidator
@@ -28,6 +28,9 @@ class Checks:
     promtool: bool = True
     rendered_targets: set[Path] = field(default_factory=set)
     schemas: SchemaValidator = field(default_factory=SchemaValidator)
+    kubeconform: bool = True
+    """Also run the real kubeconform on every rendered target (and compare verdicts)."""
+    kubeconform_seconds: float = 0.0
 
 
 def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[Finding]:
@@ -56,7 +59,14 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def validate_target(target: Path, checks: Checks) -> TargetResult:
-    """Render one kustomization, validate it, and map findings to files."""
+    """Render one kustomization, validate it (kubeconform too), and map findings to files."""
+    result = _validate_target(target, checks)
+    if checks.kubeconform:
+        apply_kubeconform([result], [target], checks)
+    return result
+
+
+def _validate_target(target: Path, checks: Checks) -> TargetResult:
     name = _rel(target, checks.root)
     result = TargetResult(name)
     start = time.perf_counter()
@@ -86,4 +96,59 @@ def validate_target(target: Path, checks: Checks) -> TargetResult:
 
 def validate_all(targets: list[Path], checks: Checks) -> list[TargetResult]:
     checks.rendered_targets = {t.resolve() for t in targets}
-    return [validate_target(t, checks) for t in targets]
+    results = [_validate_target(t, checks) for t in targets]
+    if checks.kubeconform:
+        apply_kubeconform(results, targets, checks)  # one kubeconform process for all targets
+    return results
+
+
+def apply_kubeconform(
+    results: list[TargetResult], targets: list[Path], checks: Checks, compare: bool = True
+) -> None:
+    """Add kubeconform's findings to the results and, with `compare`, a `schema-agreement`
+    problem for every object one of the two schema checks rejects and the other accepts."""
+    start = time.perf_counter()
+    rendered = {r.target: r.objects for r in results if r.objects}
+    try:
+        found = kubeconform.validate_rendered(rendered, checks.schemas.schema_dir)
+    except kubeconform.KubeconformError as exc:
+        for r in results:
+            r.problems.append(Problem("kubeconform", r.target, r.target, "", "", str(exc)))
+        return
+    finally:
+        checks.kubeconform_seconds += time.perf_counter() - start
+    for result, target in zip(results, targets):
+        if result.target not in found:
+            continue
+        docs = source_documents(target)
+        for f in found[result.target]:
+            if "could not find schema" in f.message and f.obj is not None:
+                # kubeconform does not say which of the two is wrong; the fast path's rule does
+                api_version = str(f.obj.get("apiVersion"))
+                known = checks.schemas.knows_api_version(api_version)
+                f = Finding(f.check, f.obj, "kind" if known else "apiVersion", f.message)
+            file = locate(f.obj, f.field, docs, target, checks.root)
+            result.problems.append(
+                Problem(f.check, result.target, file, object_id(f.obj), f.field, f.message)
+            )
+        if not compare:
+            continue
+        by_check: dict[str, dict[str, Problem]] = {"schema": {}, "kubeconform": {}}
+        for p in result.problems:
+            if p.check in by_check:
+                by_check[p.check].setdefault(p.obj, p)
+        for check, other in (("schema", "kubeconform"), ("kubeconform", "schema")):
+            for obj, p in sorted(by_check[check].items()):
+                if obj not in by_check[other]:
+                    result.problems.append(
+                        Problem(
+                            "schema-agreement",
+                            result.target,
+                            p.file,
+                            obj,
+                            p.field,
+                            f"{check} rejects this object and {other} accepts it: "
+                            "scripts/gen_schemas.py or the fast path (scripts/manifests/schema.py)"
+                            " no longer matches kubeconform",
+                        )
+                    )
