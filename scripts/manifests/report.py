@@ -77,6 +77,8 @@ CHECKS = (
     "reference",
     "image",
     "argocd",
+    "network",
+    "istio",
     "analysis",
     "metrics",
     "alerts",

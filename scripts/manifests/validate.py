@@ -6,7 +6,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.manifests import alerts, analysis, kubeconform, metrics, policy, references
+from scripts.manifests import (
+    alerts,
+    analysis,
+    kubeconform,
+    metrics,
+    network,
+    policy,
+    references,
+)
 from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.manifests.schema import SchemaValidator
@@ -43,6 +51,8 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += references.check_object_refs(objects)
     findings += references.check_release_image(objects, target, checks.root)
     findings += references.check_applicationsets(objects, checks.rendered_targets, checks.root)
+    findings += network.check_peer_selectors(objects, target)
+    findings += network.check_istio(objects)
     findings += analysis.check_references(objects)
     findings += analysis.check_templates(objects)
     findings += metrics.check_metrics(objects, checks.exported_metrics)
