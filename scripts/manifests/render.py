@@ -93,8 +93,9 @@ def discover_targets(root: Path = REPO_ROOT) -> list[Path]:
     """What `make manifests` renders: every app overlay and every cluster directory.
 
     The same globs Argo CD uses (apps/*/overlays/*, clusters/*), so a new app or environment is
-    picked up without editing this tool.
+    picked up without editing this tool. Folders starting with `_` are shared bases
+    (apps/_shared, clusters/_platform): they render as part of what includes them.
     """
     found = sorted(p.parent for p in root.glob("apps/*/overlays/*/kustomization.yaml"))
     found += sorted(p.parent for p in root.glob("clusters/*/kustomization.yaml"))
-    return found
+    return [p for p in found if not any(part.startswith("_") for part in p.relative_to(root).parts)]

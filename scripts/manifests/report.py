@@ -77,6 +77,7 @@ CHECKS = (
     "reference",
     "image",
     "argocd",
+    "platform",
     "network",
     "istio",
     "analysis",

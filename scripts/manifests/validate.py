@@ -12,6 +12,7 @@ from scripts.manifests import (
     kubeconform,
     metrics,
     network,
+    platform_wiring,
     policy,
     references,
 )
@@ -39,6 +40,15 @@ class Checks:
     kubeconform: bool = True
     """Also run the real kubeconform on every rendered target (and compare verdicts)."""
     kubeconform_seconds: float = 0.0
+    rendered: dict[Path, list[Obj]] = field(default_factory=dict)
+    """Objects of every target rendered so far (cluster rules read the apps' overlays)."""
+
+    def render(self, target: Path) -> list[Obj]:
+        """A target's objects: from this run when it rendered them already, else rendered now."""
+        key = target.resolve()
+        if key not in self.rendered:
+            self.rendered[key] = render_overlay(key)
+        return self.rendered[key]
 
 
 def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[Finding]:
@@ -53,6 +63,7 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += references.check_applicationsets(objects, checks.rendered_targets, checks.root)
     findings += network.check_peer_selectors(objects, target)
     findings += network.check_istio(objects)
+    findings += platform_wiring.check_platform(objects, checks.render, checks.root)
     findings += analysis.check_references(objects)
     findings += analysis.check_templates(objects)
     findings += metrics.check_metrics(objects, checks.exported_metrics)
@@ -81,7 +92,7 @@ def _validate_target(target: Path, checks: Checks) -> TargetResult:
     result = TargetResult(name)
     start = time.perf_counter()
     try:
-        result.objects = render_overlay(target)
+        result.objects = checks.render(target)
     except RenderError as exc:
         result.render_seconds = time.perf_counter() - start
         kfile = kustomization_file(target)
