@@ -22,12 +22,15 @@ fail on diff"). Run: python -m scripts.gen_schemas [--check].
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -317,9 +320,45 @@ def render_schema(item: CrdKind, schema: Schema, source: str) -> str:
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
-def generate(kinds: Iterable[CrdKind] = KINDS) -> dict[str, str]:
-    """{relative path: file text} for every kind, from the CRDs of the pinned modules."""
+CACHE_DIR = ROOT / ".cache" / "schemas"
+
+
+def inputs_key(kinds: Iterable[CrdKind]) -> str:
+    """Digest of everything the output depends on: this converter, the table of scripts/platform.py
+    (module versions: a module version's content is fixed, go.sum-verified), the kinds, and the
+    Kubernetes core schemas (ObjectMeta) by version."""
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(platform.__file__)):
+        digest.update(source.read_bytes())
+    digest.update(repr(sorted(kinds, key=lambda k: k.relpath)).encode())
+    digest.update(_kubernetes_version().encode())
+    digest.update(metadata.version("kubernetes-validate").encode())
+    return digest.hexdigest()[:24]
+
+
+def generate(kinds: Iterable[CrdKind] = KINDS, cache: bool = True) -> dict[str, str]:
+    """{relative path: file text} for every kind, from the CRDs of the pinned modules.
+
+    The result is kept in the git-ignored .cache/schemas/ under the digest of its inputs
+    (`inputs_key`), so `make manifests` checks schemas/ in a fraction of a second; parsing the
+    CRDs (Argo Workflows' full ones are 7 MB of YAML) takes 5-15 s on the build machine.
+    """
     wanted = list(kinds)
+    cached = CACHE_DIR / f"{inputs_key(wanted)}.json"
+    if cache and cached.is_file():
+        stored: dict[str, str] = json.loads(cached.read_text(encoding="utf-8"))
+        return stored
+    out = _generate(wanted)
+    if cache:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=CACHE_DIR, prefix=".schemas.")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(out, file)
+        os.replace(tmp, cached)
+    return out
+
+
+def _generate(wanted: list[CrdKind]) -> dict[str, str]:
     out: dict[str, str] = {}
     for component in platform.PLATFORM:
         mine = [k for k in wanted if k.component == component.name]
@@ -376,9 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if schemas/ is out of date")
     parser.add_argument("--schema-dir", type=Path, default=SCHEMA_DIR)
+    parser.add_argument(
+        "--no-cache", action="store_true", help="convert the CRDs even when the inputs are cached"
+    )
     args = parser.parse_args(argv)
     try:
-        generated = generate()
+        generated = generate(cache=False) if args.no_cache else generate()
     except (SchemaGenError, platform.PlatformError) as exc:
         print(f"gen_schemas: {exc}", file=sys.stderr)
         return 1

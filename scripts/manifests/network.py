@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from scripts.manifests.model import REPO_ROOT, Finding, Obj
-from scripts.manifests.sources import source_documents
+from scripts.manifests.sources import SourceDoc
 from scripts.manifests.workloads import PodTemplate, name_of, namespace_of, pod_templates, selects
 
 INJECT_LABEL = "sidecar.istio.io/inject"
@@ -34,10 +34,11 @@ ISTIOD_XDS_PORT = 15012
 METADATA_NAME = "kubernetes.io/metadata.name"
 
 
-def stamped_labels(target: Path) -> dict[str, tuple[str, str]]:
-    """{label: (value, kustomization file)} that kustomize writes into selectors for this target."""
+def stamped_labels(docs: list[SourceDoc]) -> dict[str, tuple[str, str]]:
+    """{label: (value, kustomization file)} that kustomize writes into selectors, read from the
+    kustomization files among a target's source documents."""
     out: dict[str, tuple[str, str]] = {}
-    for doc in source_documents(target):
+    for doc in docs:
         if doc.kind != "Kustomization":
             continue
         try:
@@ -79,10 +80,8 @@ def _peers(policy: Obj) -> Iterator[tuple[str, dict[str, Any]]]:
                     yield f"spec.{direction}[{i}].{side}[{j}]", peer
 
 
-def check_peer_selectors(objects: list[Obj], target: Path | None) -> Iterator[Finding]:
-    if target is None:
-        return
-    stamped = stamped_labels(target)
+def check_peer_selectors(objects: list[Obj], docs: list[SourceDoc]) -> Iterator[Finding]:
+    stamped = stamped_labels(docs)
     if not stamped:
         return
     for policy in (o for o in objects if o.get("kind") == "NetworkPolicy"):

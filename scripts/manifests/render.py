@@ -12,7 +12,7 @@ from typing import Any
 import pykustomize
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.model import REPO_ROOT, FastLoader, Obj
 
 
 class RenderError(Exception):
@@ -22,7 +22,7 @@ class RenderError(Exception):
 def parse_documents(text: str) -> list[Obj]:
     """Every non-empty YAML document of a multi-document stream."""
     docs: list[Obj] = []
-    for doc in yaml.safe_load_all(text):
+    for doc in yaml.load_all(text, Loader=FastLoader):
         if doc is None:
             continue
         if not isinstance(doc, dict):

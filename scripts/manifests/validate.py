@@ -20,6 +20,7 @@ from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResu
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.manifests.schema import SchemaValidator
 from scripts.manifests.sources import (
+    SourceDoc,
     kustomization_file,
     locate,
     source_documents,
@@ -43,6 +44,15 @@ class Checks:
     rendered: dict[Path, list[Obj]] = field(default_factory=dict)
     """Objects of every target rendered so far (cluster rules read the apps' overlays)."""
 
+    documents: dict[Path, list[SourceDoc]] = field(default_factory=dict)
+
+    def sources(self, target: Path) -> list[SourceDoc]:
+        """The source documents of a target (parsed once a run: locating and rules share them)."""
+        key = target.resolve()
+        if key not in self.documents:
+            self.documents[key] = source_documents(key)
+        return self.documents[key]
+
     def render(self, target: Path) -> list[Obj]:
         """A target's objects: from this run when it rendered them already, else rendered now."""
         key = target.resolve()
@@ -61,7 +71,7 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += references.check_object_refs(objects)
     findings += references.check_release_image(objects, target, checks.root)
     findings += references.check_applicationsets(objects, checks.rendered_targets, checks.root)
-    findings += network.check_peer_selectors(objects, target)
+    findings += network.check_peer_selectors(objects, checks.sources(target))
     findings += network.check_istio(objects)
     findings += platform_wiring.check_platform(objects, checks.render, checks.root)
     findings += analysis.check_references(objects)
@@ -107,7 +117,7 @@ def _validate_target(target: Path, checks: Checks) -> TargetResult:
     result.render_seconds = time.perf_counter() - start
     start = time.perf_counter()
     findings = validate_objects(result.objects, target, checks)
-    docs = source_documents(target)
+    docs = checks.sources(target)
     for f in findings:
         file = locate(f.obj, f.field, docs, target, checks.root)
         result.problems.append(Problem(f.check, name, file, object_id(f.obj), f.field, f.message))
@@ -141,7 +151,7 @@ def apply_kubeconform(
     for result, target in zip(results, targets):
         if result.target not in found:
             continue
-        docs = source_documents(target)
+        docs = checks.sources(target)
         for f in found[result.target]:
             if "could not find schema" in f.message and f.obj is not None:
                 # kubeconform does not say which of the two is wrong; the fast path's rule does

@@ -24,8 +24,21 @@ PRODUCTION = "apps/digits-classifier/overlays/production"
 
 @pytest.fixture(scope="module")
 def generated() -> dict[str, str]:
-    """One run of the generator over the pinned modules (Go's module cache: a few seconds)."""
-    return gen_schemas.generate()
+    """One real run of the generator over the pinned modules (no cache: 5-15 s)."""
+    return gen_schemas.generate(cache=False)
+
+
+def test_the_cache_returns_what_the_generator_makes(
+    generated: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gen_schemas, "CACHE_DIR", tmp_path)
+    kinds = gen_schemas.KINDS[:1]
+    first = gen_schemas.generate(kinds)
+    assert first == {kinds[0].relpath: generated[kinds[0].relpath]}
+    (stored,) = tmp_path.iterdir()
+    assert stored.name == f"{gen_schemas.inputs_key(kinds)}.json"
+    assert gen_schemas.generate(kinds) == first
+    assert gen_schemas.inputs_key(kinds) != gen_schemas.inputs_key(gen_schemas.KINDS)
 
 
 def test_committed_schemas_are_up_to_date(tmp_path: Path, generated: dict[str, str]) -> None:
