@@ -146,6 +146,27 @@ perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time re
 perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json (on a quiet machine)
 	$(PY) -m scripts.perf_gate --update
 
+# --- local cluster (scripts/cluster): the real control plane, node agent and Argo Rollouts -------
+# `cluster-up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler (tools/engines),
+# the platform CRDs at their pinned versions, a node agent running pods as local processes, a real
+# Prometheus (kube-prometheus-stack stand-in) and the real Argo Rollouts controller, then returns;
+# KUBECONFIG=.cluster/kubeconfig. `canary` runs CANARY_OVERLAY's canary of models/model.onnx on it,
+# judged by the real controller (exit 0 promoted / 1 aborted / 2 paused / 3 could not run); options
+# through CANARY_ARGS, e.g. CANARY_ARGS="--canary-error-rate 0.1". Reports: reports/canary/.
+CANARY_OVERLAY ?= apps/digits-classifier/overlays/staging
+.PHONY: cluster-up cluster-down cluster-status canary
+cluster-up: $(READY) engines ## start the local Kubernetes cluster (real control plane; pods as processes)
+	$(PY) -m scripts.cluster up
+
+cluster-down: $(READY) ## stop the local cluster and every process it started
+	$(PY) -m scripts.cluster down
+
+cluster-status: $(READY) ## what of the local cluster runs
+	$(PY) -m scripts.cluster status
+
+canary: cluster-up ## the staging canary judged by the real Argo Rollouts controller on the local cluster
+	$(PY) -m scripts.cluster.canary --overlay $(CANARY_OVERLAY) $(CANARY_ARGS)
+
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
 # Candidate (models/model.onnx) vs stable behind a real Prometheus, judged by the AnalysisTemplates
 # of the rendered overlay (REHEARSE_OVERLAY, staging by default) with Argo Rollouts' semantics.

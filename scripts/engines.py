@@ -42,7 +42,8 @@ class Engine:
     """(binary name, Go package) pairs; a package starting with ./ is ours."""
     version_vars: tuple[tuple[str, str], ...] = ()
     """(Go variable, value template) set at link time, as upstream's release builds do; the
-    template sees {version} (v1.2.3), {number} (1.2.3), {major}, {minor}."""
+    template sees {version} (v1.2.3), {number} (1.2.3), {major}, {minor}, and
+    {prometheus_release} (Prometheus numbers release 3.5.0 as module v0.305.0)."""
 
     @property
     def folder(self) -> Path:
@@ -88,6 +89,7 @@ ENGINES: tuple[Engine, ...] = (
             ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
             ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
             ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+            ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
             ("etcd", "./cmd/etcd"),
         ),
         version_vars=_kubernetes_version_vars(),
@@ -99,6 +101,15 @@ ENGINES: tuple[Engine, ...] = (
             ("rollouts-controller", "github.com/argoproj/argo-rollouts/cmd/rollouts-controller"),
         ),
         version_vars=(("github.com/argoproj/argo-rollouts/utils/version.version", "{number}"),),
+    ),
+    Engine(
+        name="prometheus",
+        module="github.com/prometheus/prometheus",
+        programs=(
+            ("prometheus", "github.com/prometheus/prometheus/cmd/prometheus"),
+            ("promtool", "github.com/prometheus/prometheus/cmd/promtool"),
+        ),
+        version_vars=(("github.com/prometheus/common/version.Version", "{prometheus_release}"),),
     ),
     Engine(
         name="kubeconform",
@@ -127,6 +138,11 @@ def engine_of(program: str) -> Engine:
         if any(name == program for name, _ in engine.programs):
             return engine
     raise EngineError(f"no engine builds {program!r}")
+
+
+def component_version_of(program: str) -> str:
+    """The pinned version of the engine that builds `program` (for reports)."""
+    return engine_of(program).version()
 
 
 def program_path(program: str) -> Path:
@@ -189,8 +205,16 @@ def build(engine: Engine, log: Path | None = None) -> tuple[Path, float | None]:
 
 
 def _version_value(template: str, version: str) -> str:
-    major, minor = (re.findall(r"\d+", version) + ["0", "0"])[:2]
-    return template.format(version=version, number=version.lstrip("v"), major=major, minor=minor)
+    numbers = [int(n) for n in re.findall(r"\d+", version)] + [0, 0, 0]
+    major, minor, patch = numbers[:3]
+    release = f"{minor // 100}.{minor % 100}.{patch}"
+    return template.format(
+        version=version,
+        number=version.lstrip("v"),
+        major=major,
+        minor=minor,
+        prometheus_release=release,
+    )
 
 
 def _run(command: list[str], cwd: Path, log: Path | None) -> None:

@@ -450,6 +450,8 @@ def module_dir(module: str, version: str) -> Path:
 
 def crd_documents(item: Component) -> Iterator[dict[str, Any]]:
     """Every CRD of `item`, as parsed documents, in the table's file order."""
+    if not item.crd_files:
+        return  # nothing to download (the Pushgateway has no CRDs)
     root = module_dir(item.module, item.version)
     for relative in item.crd_files:
         path = root / relative
