@@ -14,7 +14,7 @@ while read -r pkg; do
   [ -z "$pkg" ] && continue
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' system-packages.txt)
-# Node tools (gitlab-ci-local, schema generator) need npm; the build images ship Node 20.
+# Node tools (gitlab-ci-local) need npm; the build images ship Node 20.
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${missing[*]}"
@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Node tools, one folder each under tools/ with a committed package-lock.json: `npm ci` when the
-# lock changed (the stamp is the same one scripts/gen_schemas.py checks).
+# lock changed (the stamp is the one scripts/node_tools.py checks).
 for lock in tools/*/package-lock.json; do
   dir=$(dirname "$lock")
   want_lock=$(sha256sum "$lock" | cut -d' ' -f1)

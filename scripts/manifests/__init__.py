@@ -3,8 +3,10 @@
 Commands (`python -m scripts.manifests ...`, `make manifests` runs validate):
   render [TARGET...] [-o DIR]      rendered YAML of overlays/clusters (pykustomize)
   validate [TARGET...]             strict schemas, pod policy, cross-references, analysis specs,
-                                   metric names vs the live service, promtool;
-                                   a table, plus --json/--junit files
+                                   metric names vs the live service, promtool, network and
+                                   platform rules (docs/PLATFORM.md), then the real kubeconform
+                                   (docs/SCHEMAS.md); a table, plus --json/--junit files
+  kubeconform [TARGET...]          only the real kubeconform (make kubeconform)
   diff REF_A REF_B                 rendered differences per target between two git refs
   bench                            per-target render+validate times (make bench-manifests)
 

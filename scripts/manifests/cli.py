@@ -13,10 +13,12 @@ from scripts.manifests.model import REPO_ROOT
 from scripts.manifests.render import (
     RenderError,
     discover_targets,
+    render_overlay,
     render_text,
     render_with_kubectl,
 )
-from scripts.manifests.validate import Checks, validate_all
+from scripts.manifests.model import TargetResult
+from scripts.manifests.validate import Checks, apply_kubeconform, validate_all
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "model.onnx"
 
@@ -67,14 +69,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.require_live and not live:
         print(f"validate: --require-live, but metrics came from {source}", file=sys.stderr)
         return 1
-    checks = Checks(exported, source, promtool=not args.no_promtool)
+    checks = Checks(
+        exported, source, promtool=not args.no_promtool, kubeconform=not args.no_kubeconform
+    )
     results = validate_all(_targets(args.targets), checks)
-    print(report.table(results, source))
+    print(report.table(results, source, checks.kubeconform_seconds if checks.kubeconform else None))
     if args.json:
         Path(args.json).write_text(report.dumps(report.as_json(results, source)))
     if args.junit:
         Path(args.junit).write_text(report.junit(results))
     return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_kubeconform(args: argparse.Namespace) -> int:
+    """The real kubeconform alone on every rendered target (what `validate` also runs)."""
+    targets = _targets(args.targets)
+    results = []
+    for target in targets:
+        name = (
+            target.relative_to(REPO_ROOT).as_posix()
+            if target.is_relative_to(REPO_ROOT)
+            else str(target)
+        )
+        try:
+            results.append(TargetResult(name, objects=render_overlay(target)))
+        except RenderError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+    checks = Checks(set(), "not checked")
+    apply_kubeconform(results, targets, checks, compare=False)
+    for r in results:
+        for problem in r.problems:
+            print(f"  [{problem.check}] {problem}")
+    objects = sum(len(r.objects) for r in results)
+    bad = sum(len(r.problems) for r in results)
+    print(
+        f"kubeconform {report.kubeconform_version()}: {len(results)} target(s), {objects} objects,"
+        f" {bad} problem(s), {checks.kubeconform_seconds:.2f} s"
+    )
+    if args.junit:
+        Path(args.junit).write_text(report.junit(results, checks=("kubeconform",)))
+    return 0 if bad == 0 else 1
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -152,7 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--metrics-file", help="a saved /metrics text exposition")
     p.add_argument("--require-live", action="store_true", help="fail unless metrics are live")
     p.add_argument("--no-promtool", action="store_true", help="skip promtool (faster local runs)")
+    p.add_argument(
+        "--no-kubeconform", action="store_true", help="skip the real kubeconform (fast path only)"
+    )
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("kubeconform", help="only the real kubeconform on rendered targets")
+    p.add_argument("targets", nargs="*")
+    p.add_argument("--junit", help="write a JUnit XML report here")
+    p.set_defaults(func=cmd_kubeconform)
 
     p = sub.add_parser("diff", help="rendered differences per target between two git refs")
     p.add_argument("ref_a")

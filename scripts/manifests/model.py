@@ -6,10 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 Obj = dict[str, Any]
 """One Kubernetes object as parsed from YAML."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+FastLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader when PyYAML has it (the same documents, several times faster: the
+sources of one overlay are ~100 files, a rendered overlay ~40 objects)."""
 
 
 @dataclass(frozen=True)

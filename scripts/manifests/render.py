@@ -12,7 +12,7 @@ from typing import Any
 import pykustomize
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.model import REPO_ROOT, FastLoader, Obj
 
 
 class RenderError(Exception):
@@ -22,13 +22,18 @@ class RenderError(Exception):
 def parse_documents(text: str) -> list[Obj]:
     """Every non-empty YAML document of a multi-document stream."""
     docs: list[Obj] = []
-    for doc in yaml.safe_load_all(text):
+    for doc in yaml.load_all(text, Loader=FastLoader):
         if doc is None:
             continue
         if not isinstance(doc, dict):
             raise RenderError(f"rendered document is not a mapping: {str(doc)[:80]!r}")
         docs.append(doc)
     return docs
+
+
+def dump_documents(objects: list[Obj]) -> str:
+    """Objects as one YAML stream (types kept: a quoted "0.99" stays a string)."""
+    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
 
 
 async def render_overlay_async(path: str | Path) -> list[Obj]:
@@ -88,8 +93,9 @@ def discover_targets(root: Path = REPO_ROOT) -> list[Path]:
     """What `make manifests` renders: every app overlay and every cluster directory.
 
     The same globs Argo CD uses (apps/*/overlays/*, clusters/*), so a new app or environment is
-    picked up without editing this tool.
+    picked up without editing this tool. Folders starting with `_` are shared bases
+    (apps/_shared, clusters/_platform): they render as part of what includes them.
     """
     found = sorted(p.parent for p in root.glob("apps/*/overlays/*/kustomization.yaml"))
     found += sorted(p.parent for p in root.glob("clusters/*/kustomization.yaml"))
-    return found
+    return [p for p in found if not any(part.startswith("_") for part in p.relative_to(root).parts)]

@@ -7,10 +7,17 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from typing import Any
 
+from scripts import engines
 from scripts.manifests.model import TargetResult
 
 
-def table(results: list[TargetResult], metrics_source: str) -> str:
+def kubeconform_version() -> str:
+    return engines.engine_of("kubeconform").version()
+
+
+def table(
+    results: list[TargetResult], metrics_source: str, kubeconform_seconds: float | None = None
+) -> str:
     rows = [("target", "objects", "render s", "validate s", "problems")]
     for r in results:
         rows.append(
@@ -32,6 +39,12 @@ def table(results: list[TargetResult], metrics_source: str) -> str:
         lines += [f"  [{p.check}] {p}" for p in problems]
     lines.append("")
     lines.append(f"metrics checked against: {metrics_source}")
+    if kubeconform_seconds is not None:
+        objects = sum(len(r.objects) for r in results)
+        lines.append(
+            f"kubeconform {kubeconform_version()} -strict, pinned schemas: {objects} objects "
+            f"in {kubeconform_seconds:.2f} s"
+        )
     total = sum(r.render_seconds + r.validate_seconds for r in results)
     verdict = "FAILED" if problems else "OK"
     lines.append(f"{verdict}: {len(results)} target(s), {total:.2f} s render+validate")
@@ -58,17 +71,22 @@ def as_json(results: list[TargetResult], metrics_source: str) -> dict[str, Any]:
 CHECKS = (
     "render",
     "schema",
+    "kubeconform",
+    "schema-agreement",
     "policy",
     "reference",
     "image",
     "argocd",
+    "platform",
+    "network",
+    "istio",
     "analysis",
     "metrics",
     "alerts",
 )
 
 
-def junit(results: list[TargetResult]) -> str:
+def junit(results: list[TargetResult], checks: tuple[str, ...] = CHECKS) -> str:
     """One testsuite per target, one testcase per check kind, a failure listing its problems."""
     suites = ET.Element("testsuites", name="manifests")
     for r in results:
@@ -79,11 +97,11 @@ def junit(results: list[TargetResult]) -> str:
             suites,
             "testsuite",
             name=r.target,
-            tests=str(len(CHECKS)),
+            tests=str(len(checks)),
             failures=str(len(by_check)),
             time=f"{r.render_seconds + r.validate_seconds:.3f}",
         )
-        for check in CHECKS:
+        for check in checks:
             case = ET.SubElement(suite, "testcase", classname=r.target, name=check)
             if by_check.get(check):
                 failure = ET.SubElement(

@@ -1,8 +1,10 @@
-"""Strict schema validation: core kinds against kubernetes-validate's strict schemas for a pinned
-Kubernetes version, CRDs against schemas/<group>/<kind>_<version>.json (kubeconform's layout).
+"""Strict schema validation, the fast path: core kinds against kubernetes-validate's strict schemas
+of the Kubernetes minor the control plane pins, CRDs against schemas/<group>/<kind>_<version>.json
+(kubeconform's layout, generated from the pinned CRDs by scripts/gen_schemas.py).
 
 Unknown fields fail everywhere (`additionalProperties: false`), like `kubeconform -strict`; a kind
-with no schema fails too, like kubeconform without `-ignore-missing-schemas`.
+with no schema fails too, like kubeconform without `-ignore-missing-schemas`. The real kubeconform
+runs on the same schemas afterwards (scripts/manifests/kubeconform.py) and must agree.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from typing import Any, Iterator
 import jsonschema
 from referencing import Registry, Resource
 
+from scripts import engines
 from scripts.manifests.model import REPO_ROOT, Finding, Obj, path_str
 
-KUBERNETES_VERSION = "1.30.0"
-"""Pinned like CI's `kubeconform -kubernetes-version 1.30.0`."""
+
+def kubernetes_schema_version() -> str:
+    """`X.Y.0` of the Kubernetes the control plane pins (tools/engines/kubernetes/go.mod, the one
+    home of that version): kubernetes-validate ships one schema set per minor."""
+    version = engines.engine_of("kube-apiserver").version()
+    match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", version)
+    if match is None:
+        raise ValueError(f"k8s.io/kubernetes {version}: not vX.Y.Z")
+    return f"{match[1]}.{match[2]}.0"
+
+
+KUBERNETES_VERSION = kubernetes_schema_version()
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 
@@ -57,7 +70,10 @@ def _crd_validator(schema_dir: Path, kind: str, api_version: str) -> jsonschema.
     path = schema_dir / group / f"{kind.lower()}_{version}.json"
     if not group or not path.is_file():
         return None
-    return jsonschema.Draft7Validator(json.loads(path.read_text()))
+    schema = json.loads(path.read_text())
+    # the generated files declare draft 4, kubeconform's default (scripts/gen_schemas.py)
+    validator: type[jsonschema.Validator] = jsonschema.validators.validator_for(schema)
+    return validator(schema)
 
 
 def _leaf_error(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
@@ -138,7 +154,7 @@ class SchemaValidator:
                     field,
                     f"no schema for kind {kind!r} in {api_version!r} (Kubernetes "
                     f"{self.kubernetes_version} or {self.schema_dir.name}/): wrong apiVersion or "
-                    "kind, or a CRD missing from scripts/gen_schemas.py",
+                    "kind, or a CRD kind missing from KINDS in scripts/gen_schemas.py",
                 )
             ]
         findings: list[Finding] = []

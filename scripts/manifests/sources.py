@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Obj, path_str
+from scripts.manifests.model import REPO_ROOT, FastLoader, Obj, path_str
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
@@ -36,7 +36,7 @@ def kustomization_file(directory: Path) -> Path | None:
 
 def _load(path: Path) -> list[Any]:
     try:
-        return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        return [d for d in yaml.load_all(path.read_text(), Loader=FastLoader) if d is not None]
     except (OSError, yaml.YAMLError):
         return []
 
