@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -578,7 +579,12 @@ class Canary:
         """The metric that decided the newest finished run: the first of `phases` (in that
         order of precedence) found in it, with the controller's message."""
         for run in reversed(self.analysis_runs(namespace)):
-            results = (run.get("status") or {}).get("metricResults") or []
+            status = run.get("status") or {}
+            results = status.get("metricResults") or []
+            # the run's message names the metric that decided it ("Metric "x" assessed ...")
+            named = re.search(r'Metric "([^"]+)"', str(status.get("message", "")))
+            if named and any(r.get("name") == named[1] for r in results):
+                return named[1], str(status["message"])
             for phase in phases:
                 for result in results:
                     if result.get("phase") == phase:
