@@ -11,7 +11,8 @@ traffic routing). The verdict is read from the Rollout's status and its Analysis
 
 Time is scaled like the rehearsal's: pause durations and analysis intervals are divided by
 `--time-factor` (5m -> 5 s at 60) in the applied copy; PromQL windows are not touched.
-Exit codes: 0 promoted, 1 aborted, 2 paused, 3 could not run.
+Exit codes: 0 promoted, 1 aborted, 2 paused, 3 could not run, 4 the controller refused the
+Rollout (InvalidSpec).
 """
 
 from __future__ import annotations
@@ -517,6 +518,16 @@ class Canary:
                 if known_runs.get(run_name) != run_phase:
                     known_runs[run_name] = run_phase
                     self.say(f"AnalysisRun {run_name}: {run_phase}")
+            invalid = next(
+                (
+                    c
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "InvalidSpec" and c.get("status") == "True"
+                ),
+                None,
+            )
+            if invalid is not None:
+                return Verdict(Outcome.INVALID, reason=str(invalid.get("message", "")))
             if status.get("abort"):  # the controller resets the step index when it aborts
                 return self._aborted(namespace, last_step, status)
             last_step = step

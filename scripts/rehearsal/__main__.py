@@ -2,8 +2,9 @@
 
 Exit codes: 0 Promoted, 1 Aborted, 2 Paused (inconclusive analysis or a manual gate with
 ``--manual-gates stop``), 3 the rehearsal could not run (bad input, missing Prometheus, a feature
-it cannot reproduce), 130 interrupted. Writes ``rehearsal.md`` (merge-request report) and
-``rehearsal-junit.xml`` (CI) to ``--out``.
+it cannot reproduce), 4 InvalidSpec (the controller would refuse the Rollout: an unresolved
+argument, an inline metric without an end), 130 interrupted. Writes ``rehearsal.md``
+(merge-request report) and ``rehearsal-junit.xml`` (CI) to ``--out``.
 """
 
 from __future__ import annotations

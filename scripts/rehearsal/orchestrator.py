@@ -231,13 +231,13 @@ class LoadGenerator:
         self.urls = dict(urls)
         self.bodies = [json.dumps({"instances": [list(row)]}).encode() for row in rows]
         self.rps = rps
-        self.weight = 0
+        self.weight = 0.0
         self.stats = {role: LoadStats() for role in self.urls}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: float) -> None:
         with self._changed:
             self.weight = weight
             self._changed.notify_all()
@@ -335,7 +335,23 @@ def load_manifests(overlay: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     templates = [
         o for o in objects if o.get("kind") in ("AnalysisTemplate", "ClusterAnalysisTemplate")
     ]
-    return rollouts[0], templates
+    return with_replicas(rollouts[0], objects), templates
+
+
+def with_replicas(rollout: dict[str, Any], objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Rollout with the replica count it will run at: an HPA that targets it sets
+    spec.replicas (its minReplicas at rest), which decides the canary's pods per weight."""
+    spec = rollout.get("spec") or {}
+    if spec.get("replicas") is not None:
+        return rollout
+    name = (rollout.get("metadata") or {}).get("name")
+    for obj in objects:
+        hpa = obj.get("spec") or {}
+        target = hpa.get("scaleTargetRef") or {}
+        if obj.get("kind") == "HorizontalPodAutoscaler" and target.get("kind") == "Rollout":
+            if target.get("name") == name:
+                return {**rollout, "spec": {**spec, "replicas": int(hpa.get("minReplicas", 1))}}
+    return rollout
 
 
 class RehearsalEnvironment:
@@ -512,7 +528,7 @@ class RehearsalEnvironment:
     def client(self) -> PrometheusClient:
         return PrometheusClient(address_override=self.prometheus_url)
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: float) -> None:
         assert self.load is not None
         self.load.set_weight(weight)
 
