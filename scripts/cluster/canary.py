@@ -334,11 +334,13 @@ class Canary:
             raise CanaryError(f"kubectl {' '.join(args[:3])}: {result.stderr.strip()}")
         return result.stdout
 
-    def apply(self, objects: list[dict[str, Any]]) -> None:
-        """Server-side apply, as Argo CD's sync with ServerSideApply=true does."""
+    def apply(self, objects: list[dict[str, Any]], namespace: str) -> None:
+        """Server-side apply into `namespace`, as Argo CD's sync with ServerSideApply=true
+        does into the Application's destination namespace."""
         text = "\n---\n".join(json.dumps(o) for o in objects)
         self.kubectl(
             "apply",
+            f"--namespace={namespace}",
             "--server-side",
             "--force-conflicts",
             "--field-manager=argocd-controller",
@@ -377,7 +379,6 @@ class Canary:
         set_namespace(objects, namespace)
         for note in scale_time(objects, options.time_factor):
             self.say(f"time-scaled: {note}")
-        service = client_service(objects, rollout)
         container = rollout["spec"]["template"]["spec"]["containers"][0]
         repository, _, stable_tag = container["image"].rpartition(":")
         stable_model = options.stable_model or options.candidate_model
@@ -386,36 +387,54 @@ class Canary:
             self.layout, repository, options.candidate_model, options.faults
         )
         self.say(f"process images: stable {stable_ref}, candidate {candidate_ref}")
+        return self.judge(objects, namespace, stable_ref, candidate_ref, _load_rows)
+
+    def judge(
+        self,
+        objects: list[dict[str, Any]],
+        namespace: str,
+        stable_ref: str,
+        candidate_ref: str,
+        load_rows: Callable[[], list[list[float]]] | None = None,
+    ) -> CanaryResult:
+        """Deploy `objects` with the stable image, then with the candidate image, and read the
+        controller's verdict (the part shared by `make canary` and the rehearsal matrix)."""
+        options = self.options
+        rollout = rollout_of(objects)
+        container = rollout["spec"]["template"]["spec"]["containers"][0]
         self._fresh_namespace(namespace)
         name = rollout["metadata"]["name"]
-        self.apply(objects)
-        self.say(
-            f"applied {len(objects)} objects of {options.overlay} to {namespace} (stable image)"
-        )
+        container["image"] = stable_ref
+        self.apply(objects, namespace)
+        self.say(f"applied {len(objects)} objects to {namespace} (stable image)")
         first, stable_hash = self._wait_first_deploy(namespace, name, objects)
         result_first = f"first deploy promoted without analysis ({first})"
         self.say(result_first)
         if options.first_deploy_only:
             verdict = Verdict(Outcome.PROMOTED, reason="first deploy")
             return self._result(verdict, namespace, result_first, {})
-        rows = _load_rows()
-        load = ServiceLoad(self.api, namespace, service, options.rps, rows)
-        load.start()
-        self.say(
-            f"load: {options.rps:g} req/s to the ready endpoints of Service {service}, round-robin"
-        )
+        load: ServiceLoad | None = None
+        if options.rps > 0 and load_rows is not None:
+            service = client_service(objects, rollout)
+            load = ServiceLoad(self.api, namespace, service, options.rps, load_rows())
+            load.start()
+            self.say(
+                f"load: {options.rps:g} req/s to the ready endpoints of Service {service},"
+                " round-robin"
+            )
         try:
             time.sleep(options.warmup)
             container["image"] = candidate_ref
-            self.apply(objects)
+            self.apply(objects, namespace)
             self.say(
                 f"applied the candidate image {candidate_ref}: the controller starts the canary"
             )
             verdict = self._watch(namespace, name, stable_hash)
         finally:
-            load.stop()
-        requests = {address: count for address, count in sorted(load.sent.items())}
-        return self._result(verdict, namespace, result_first, requests, failed=load.failed)
+            if load is not None:
+                load.stop()
+        requests = dict(sorted(load.sent.items())) if load is not None else {}
+        return self._result(verdict, namespace, result_first, requests)
 
     def _result(
         self,
@@ -423,7 +442,6 @@ class Canary:
         namespace: str,
         first: str,
         requests: dict[str, int],
-        failed: dict[str, int] | None = None,
     ) -> CanaryResult:
         runs = self.analysis_runs(namespace)
         self.say(f"verdict: {verdict.headline()}")
