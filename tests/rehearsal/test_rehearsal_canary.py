@@ -16,7 +16,6 @@ from scripts.rehearsal.canary import (
     CanaryRehearsal,
     Event,
     Outcome,
-    RehearsalTimeout,
     RolloutSpecError,
     Verdict,
     field_path_value,
