@@ -154,7 +154,7 @@ perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json
 # judged by the real controller (exit 0 promoted / 1 aborted / 2 paused / 3 could not run); options
 # through CANARY_ARGS, e.g. CANARY_ARGS="--canary-error-rate 0.1". Reports: reports/canary/.
 CANARY_OVERLAY ?= apps/digits-classifier/overlays/staging
-.PHONY: cluster-up cluster-down cluster-status canary
+.PHONY: cluster-up cluster-down cluster-status canary bench-cluster
 cluster-up: $(READY) engines ## start the local Kubernetes cluster (real control plane; pods as processes)
 	$(PY) -m scripts.cluster up
 
@@ -166,6 +166,10 @@ cluster-status: $(READY) ## what of the local cluster runs
 
 canary: cluster-up ## the staging canary judged by the real Argo Rollouts controller on the local cluster
 	$(PY) -m scripts.cluster.canary --overlay $(CANARY_OVERLAY) $(CANARY_ARGS)
+
+# a fresh cluster in a temp folder: cluster-up phases, a healthy canary, the rehearsal beside it
+bench-cluster: $(READY) engines ## time cluster-up, the real canary and the rehearsal (targets 30 s, 3 min)
+	$(PY) -m scripts.bench_cluster $(BENCH_CLUSTER_ARGS)
 
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
 # Candidate (models/model.onnx) vs stable behind a real Prometheus, judged by the AnalysisTemplates
