@@ -61,6 +61,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: bytes = JSON
+    headers: bytes = b""  # further header lines, each ending in CRLF (lower-case names)
 
 
 Pending = Coroutine[Any, Any, Reply]
@@ -187,6 +188,10 @@ class ModelService:
             ]
             if reply.status == 401:
                 headers.append((b"www-authenticate", b"Bearer"))
+            for line in reply.headers.split(b"\r\n"):
+                if line:
+                    name, _, value = line.partition(b": ")
+                    headers.append((name, value))
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
         elif kind == "lifespan":
