@@ -30,6 +30,7 @@ from ml.serving.batching import Deferred, MicroBatcher
 from ml.serving.codec import (
     ClientError,
     InferRequest,
+    TensorLimits,
     decode_infer,
     decode_predict,
     encode_infer,
@@ -53,8 +54,10 @@ Headers = Sequence[tuple[bytes, bytes]]
 log = logging.getLogger("ml.serving")
 
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _SERVER_NAME = "ml-serving"
+_EXTENSIONS = ["binary_tensor_data"]
 
 
 class Reply(NamedTuple):
@@ -119,6 +122,9 @@ class ModelService:
         self._reload_lock = asyncio.Lock()
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
+        self._tensor_limits = TensorLimits(
+            config.max_batch, config.max_tensor_elements, config.max_tensor_dims
+        )
         self._batcher: MicroBatcher[_Job, _Computed] = MicroBatcher(
             self._compute, self._deliver, config.batch_merge_rows, workers=config.inference_threads
         )
@@ -252,16 +258,12 @@ class ModelService:
                 self._check_target(model, target)
             if body_error is not None:
                 raise body_error
-            for key, _ in headers:
-                if key == b"inference-header-content-length":
-                    raise ClientError(
-                        415, "the binary tensor extension is not supported; send JSON tensors"
-                    )
+            header_length = _body_headers(headers, binary_allowed=target is not None)
             request: InferRequest | None = None
             if endpoint == "predict":
                 rows = decode_predict(body, model, self._max_batch)
             else:
-                request = decode_infer(body, model, self._max_batch)
+                request = decode_infer(body, model, self._tensor_limits, header_length)
                 rows = request.rows
             served = rows
             if self.faults.active:
@@ -318,11 +320,20 @@ class ModelService:
             try:
                 if job.request is None:
                     payload = encode_predict(model, probabilities[offset:end], labels[offset:end])
+                    reply = Reply(200, payload)
                 else:
-                    payload = encode_infer(
+                    payload, json_length = encode_infer(
                         model, job.request, probabilities[offset:end], labels[offset:end]
                     )
-                reply = Reply(200, payload)
+                    if json_length is None:
+                        reply = Reply(200, payload)
+                    else:  # Triton's binary tensor extension: JSON, then the raw tensors
+                        reply = Reply(
+                            200,
+                            payload,
+                            OCTET_STREAM,
+                            b"inference-header-content-length: %d\r\n" % json_length,
+                        )
             except Exception:
                 log.exception("encoding the answer failed", extra={"endpoint": job.endpoint})
                 reply = _INTERNAL_ERROR
@@ -395,7 +406,7 @@ class ModelService:
         return Reply(200, orjson.dumps(model_metadata(model)))
 
     def _server_metadata(self) -> Reply:
-        document = {"name": _SERVER_NAME, "version": _version(), "extensions": []}
+        document = {"name": _SERVER_NAME, "version": _version(), "extensions": _EXTENSIONS}
         return Reply(200, orjson.dumps(document))
 
     # -- hot reload --------------------------------------------------------------------------
@@ -481,12 +492,30 @@ class ModelService:
         return Reply(200, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def _check_bearer(headers: Headers, token: str) -> None:
-    supplied = b""
+def _body_headers(headers: Headers, binary_allowed: bool) -> int | None:
+    """The headers that change how a body is read: -> the binary extension's JSON length."""
+    header_length: int | None = None
     for key, value in headers:
-        if key == b"authorization":
-            supplied = value
-    scheme, _, credential = supplied.partition(b" ")
+        if key == b"inference-header-content-length":
+            if not binary_allowed:
+                raise ClientError(400, "binary tensors are accepted by v2 infer only")
+            if not value.isdigit() or len(value) > 12:
+                raise ClientError(400, "Inference-Header-Content-Length must be a byte count")
+            header_length = int(value)
+        elif key == b"content-encoding" and value.lower() != b"identity":
+            raise ClientError(
+                415,
+                f"Content-Encoding {value.decode('latin-1')!r} is not supported; send the "
+                "body uncompressed",
+            )
+    return header_length
+
+
+def _check_bearer(headers: Headers, token: str) -> None:
+    found = [value for key, value in headers if key == b"authorization"]
+    if len(found) > 1:  # which one a proxy in front checked cannot be known
+        raise ClientError(400, "more than one Authorization header")
+    scheme, _, credential = (found[0] if found else b"").partition(b" ")
     if scheme.lower() != b"bearer" or not hmac.compare_digest(credential, token.encode()):
         raise ClientError(401, "missing or wrong bearer token")
 

@@ -21,7 +21,7 @@ def test_health_and_server_metadata(client: AsgiClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     server = client.get("/v2").json()
-    assert server["name"] == "ml-serving" and server["extensions"] == []
+    assert server["name"] == "ml-serving" and server["extensions"] == ["binary_tensor_data"]
     assert isinstance(server["version"], str)
 
 
