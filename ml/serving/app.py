@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
+from pathlib import Path
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -52,6 +54,7 @@ Loader = Callable[[str, str | None], LoadedModel]
 Headers = Sequence[tuple[bytes, bytes]]
 
 log = logging.getLogger("ml.serving")
+T = TypeVar("T")
 
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
@@ -139,6 +142,12 @@ class ModelService:
         }
 
     def _load(self, uri: str, registration: str | None) -> LoadedModel:
+        """A reload's model: files only from under the model directory (``reload_dir``)."""
+        directory = self.config.reload_dir
+        if not uri.startswith("models:/"):
+            uri = str(confined_path(directory, uri, "model_uri"))
+        if registration is not None:
+            registration = str(confined_path(directory, registration, "registration"))
         return load_model(
             uri,
             registration,
@@ -434,7 +443,15 @@ class ModelService:
         async with self._reload_lock:
             previous = self.model
             try:
-                candidate = await asyncio.to_thread(self._loader, uri, registration)
+                try:
+                    candidate = await asyncio.wait_for(
+                        _in_daemon_thread(self._loader, uri, registration),
+                        self.config.reload_timeout_s,
+                    )
+                except asyncio.TimeoutError:  # the thread is abandoned; it holds nothing
+                    raise ModelError(
+                        f"not loaded within RELOAD_TIMEOUT_S={self.config.reload_timeout_s:g}"
+                    ) from None
                 _check_compatible(previous, candidate)
             except Exception as exc:
                 self.metrics.record_reload(success=False)
@@ -509,6 +526,47 @@ def _body_headers(headers: Headers, binary_allowed: bool) -> int | None:
                 "body uncompressed",
             )
     return header_length
+
+
+def confined_path(directory: str | None, requested: str, field: str) -> Path:
+    """``requested`` (relative to ``directory``, or absolute) resolved, symlinks included, and
+    refused unless it lies under ``directory``. The refusal reads the same whether or not the
+    path exists, so the reload endpoint cannot be used to probe the file system."""
+    if directory is None:
+        raise ModelError(f"{field}: reloading from files is off: set MODEL_DIR")
+    base = Path(directory).resolve()
+    candidate = (base / requested).resolve()
+    if not candidate.is_relative_to(base) or candidate == base:
+        raise ModelError(f"{field} must name a file under the model directory (MODEL_DIR)")
+    return candidate
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` in a daemon thread: unlike the default executor, a call stuck in the
+    kernel (a hung network file system) can be abandoned and does not hold the shutdown."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # abandoned after its timeout
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    threading.Thread(target=work, name="reload", daemon=True).start()
+    return await future
 
 
 def _check_bearer(headers: Headers, token: str) -> None:
