@@ -181,14 +181,21 @@ workflows-check: $(READY) ## fail when the generated manifests under apps/ are o
 # a time on loopback with wrk; ~30 min; peers install once into .bench/peers-venv. Results:
 # .bench/serving.json and .bench/serving.md. Not part of `make test` (too long); options through
 # BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS="--duration 5 --passes 1 --servers ml-serving,kserve".
+# `fuzz-serving`: the raw-bytes fuzzer of tests/serving/test_fuzz.py for FUZZ_SECONDS (default
+# 300; `make test` runs it for at most 30 s).
 # `lint-docker`: hadolint on the serving and training Dockerfiles (also a test in tests/serving).
 SERVE_PORT ?= 8080
-.PHONY: serve bench-serving lint-docker
+FUZZ_SECONDS ?= 300
+.PHONY: serve bench-serving fuzz-serving lint-docker
 serve: $(READY) ## run the model service on models/model.onnx (PORT=$(SERVE_PORT), loopback)
 	MODEL_URI=models/model.onnx PORT=$(SERVE_PORT) $(PY) -m ml.serving
 
 bench-serving: $(READY) ## benchmark the service against peer model servers (long; not in `make test`)
 	$(PY) -m scripts.bench_serving $(BENCH_SERVING_ARGS)
+
+fuzz-serving: $(READY) ## fuzz the model server's HTTP layer with raw bytes for FUZZ_SECONDS
+	FUZZ_EXAMPLES=10000000 FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest -q -s -p no:randomly \
+		tests/serving/test_fuzz.py
 
 lint-docker: $(READY) ## hadolint the serving and training Dockerfiles
 	$(BIN)/hadolint ml/serving/Dockerfile ml/training.Dockerfile
