@@ -217,3 +217,17 @@ def test_sigterm_under_load_loses_no_request(model_dir: Path, tmp_path: Path) ->
     assert result["requests"] > 5000
     lost = {k: result[k] for k in ("read", "timeout", "status")}
     assert lost == {"read": 0, "timeout": 0, "status": 0}, result
+
+
+def test_the_rollout_drains_pods_within_their_grace_period() -> None:
+    """preStop sleeps until the endpoints are gone, then the drain runs; both must fit inside
+    terminationGracePeriodSeconds, or the kubelet kills the pod mid-drain."""
+    import yaml
+
+    rollout = yaml.safe_load((REPO / "apps/_shared/model-service/rollout.yaml").read_text())
+    pod = rollout["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "model-server")
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and 0 < int(command[1]) <= 10
+    drain = ServingConfig().graceful_timeout_s
+    assert int(command[1]) + drain <= pod["terminationGracePeriodSeconds"]
