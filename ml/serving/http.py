@@ -35,12 +35,12 @@ from collections import deque
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import unquote
 
 import httptools
 
-from ml.serving.app import ModelService, Reply, error_reply
+from ml.serving.app import Answer, Headers, Reply, error_reply
 from ml.serving.batching import Deferred
 from ml.serving.config import ServingConfig
 
@@ -63,6 +63,19 @@ _OVERFLOW_SLOTS = 64
 _HEALTH_PATHS = frozenset(("/v2/health/live", "/v2/health/ready"))
 # How often timeouts are checked: a connection outlives its timeout by at most this much
 _SWEEP_S = 0.25
+
+
+class Service(Protocol):
+    """What the server needs of the application: ``ModelService`` (or, in the benchmark, a
+    constant answer measuring this layer's own ceiling)."""
+
+    config: ServingConfig
+
+    def dispatch(self, method: str, path: str, headers: Headers, body: bytes) -> Answer: ...
+
+    def log_startup(self) -> None: ...
+
+    def log_shutdown(self) -> None: ...
 
 
 class _Request:
@@ -564,7 +577,7 @@ class HttpServer:
     """``run()`` blocks until SIGTERM/SIGINT (or ``should_exit``), then drains and returns."""
 
     def __init__(
-        self, service: ModelService, config: ServingConfig | None = None, backlog: int = 2048
+        self, service: Service, config: ServingConfig | None = None, backlog: int = 2048
     ) -> None:
         self.service = service
         self.config = config or service.config
