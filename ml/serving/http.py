@@ -118,6 +118,12 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.overflow = False  # over MAX_CONNECTIONS: one answer, then close
+        # the limits read for every request, as plain attributes
+        self._max_header_bytes = self.limits.max_header_bytes
+        self._max_headers = self.limits.max_headers
+        self._header_timeout_s = self.limits.header_timeout_s
+        self._body_timeout_s = self.limits.body_timeout_s
+        self._http10 = False
         # the request being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -234,7 +240,9 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._continue_owed = False
         self._parsing = True
-        self._expire_in(self.limits.header_timeout_s, "header")
+        # (inlined _expire_in: this runs for every request)
+        self.deadline = self.server._now + self._header_timeout_s
+        self._expiry = "header"
 
     def on_url(self, url: bytes) -> None:
         if self._closing:
@@ -248,12 +256,12 @@ class _Connection(asyncio.Protocol):
         if self._closing:
             return
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._refuse(431, self._header_limit_message())
         elif not self._headers_done:  # after the headers, these are trailers: never used
             self._headers.append((name.lower(), value))
-            if len(self._headers) > self.limits.max_headers:
-                self._refuse(431, f"more than MAX_HEADERS={self.limits.max_headers} headers")
+            if len(self._headers) > self._max_headers:
+                self._refuse(431, f"more than MAX_HEADERS={self._max_headers} headers")
 
     def _header_limit_message(self) -> str:
         return f"request headers exceed MAX_HEADER_BYTES={self.limits.max_header_bytes}"
@@ -279,14 +287,16 @@ class _Connection(asyncio.Protocol):
             elif key == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
         parser = cast(httptools.HttpRequestParser, self.parser)
-        if hosts != 1 and (hosts > 1 or parser.get_http_version() != "1.0"):
+        self._http10 = parser.get_http_version() == "1.0"
+        if hosts != 1 and (hosts > 1 or not self._http10):
             self._refuse(400, "an HTTP/1.1 request needs exactly one Host header")
             return
         if self.overflow and self._url.partition(b"?")[0] not in _HEALTH_PATHS_BYTES:
             self._refuse(503, "server busy: too many connections; retry later")
             return
-        self._body_started = self.server.now()
-        self._expire_in(self.limits.body_timeout_s, "body")
+        self._body_started = now = self.server._now
+        self.deadline = now + self._body_timeout_s
+        self._expiry = "body"
         if expect_continue:
             if self._at_head():
                 self._write_raw(_CONTINUE)
@@ -332,7 +342,7 @@ class _Connection(asyncio.Protocol):
             self._headers,
             body,
             parser.should_keep_alive() and not self.overflow,
-            parser.get_http_version() == "1.0",
+            self._http10,
         )
         size, self._size = self._size, 0
         if self._pending is not None or self._queue:
