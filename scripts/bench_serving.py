@@ -700,44 +700,102 @@ def check_answers(spec: ServerSpec, url: str, rows: np.ndarray, expected: list[i
         raise RuntimeError(f"not the constant answer: {payload[:100]!r}")
 
 
-def bench_server(
-    spec: ServerSpec,
-    result: ServerResult,
-    port: int,
-    plan: list[Scenario],
-    rows: np.ndarray,
-    expected: list[int],
-    seconds: float,
-    workdir: Path,
-) -> None:
+def start_one(
+    spec: ServerSpec, port: int, rows: np.ndarray, expected: list[int], workdir: Path
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a server, check its single-row answer: -> (process, cold start in seconds)."""
     url = f"http://127.0.0.1:{port}{spec.path}"
     one = rows[:1]
     process, cold_start = start_server(
         spec, url, spec.encode(one), 120.0, workdir / f"{spec.name}.log", spec.headers(one)
     )
     try:
-        result.cold_start_s.append(cold_start)
         check_answers(spec, url, one, expected[:1])
-        peak = resident_mb(process.pid)
-        for scenario in plan:
-            if not spec.takes(scenario):
-                continue
-            batch = rows[: scenario.rows]
-            check_answers(spec, url, batch, expected[: scenario.rows])
-            measured = run_wrk(
-                url, spec.encode(batch), scenario.concurrency, seconds, workdir, spec.headers(batch)
-            )
-            measured.rows_per_s = measured.requests_per_s * scenario.rows
-            result.loads.setdefault(scenario.name, []).append(measured)
-            peak = max(peak, resident_mb(process.pid))
-            print(
-                f"bench: {spec.name:20s} {scenario.name:12s} {measured.requests_per_s:9.0f} req/s"
-                f"  p99 {measured.p99_ms:8.2f} ms  errors {measured.errors}",
-                flush=True,
-            )
-        result.rss_mb.append(peak)
-    finally:
+    except RuntimeError:
         stop_server(process)
+        raise
+    return process, cold_start
+
+
+def measure_load(
+    spec: ServerSpec,
+    port: int,
+    scenario: Scenario,
+    rows: np.ndarray,
+    expected: list[int],
+    seconds: float,
+    workdir: Path,
+) -> LoadResult:
+    url = f"http://127.0.0.1:{port}{spec.path}"
+    batch = rows[: scenario.rows]
+    check_answers(spec, url, batch, expected[: scenario.rows])
+    measured = run_wrk(
+        url, spec.encode(batch), scenario.concurrency, seconds, workdir, spec.headers(batch)
+    )
+    measured.rows_per_s = measured.requests_per_s * scenario.rows
+    print(
+        f"bench: {spec.name:20s} {scenario.name:12s} {measured.requests_per_s:9.0f} req/s"
+        f"  p99 {measured.p99_ms:8.2f} ms  errors {measured.errors}",
+        flush=True,
+    )
+    return measured
+
+
+def run_pass(
+    number: int,
+    chosen: list[str],
+    all_specs: dict[str, ServerSpec],
+    ports: dict[str, int],
+    results: dict[str, ServerResult],
+    plan: list[Scenario],
+    rows: np.ndarray,
+    expected: list[int],
+    seconds: float,
+    workdir: Path,
+) -> None:
+    """Every server up at once on its own port, then each load on each server in turn (the
+    order reversed every other pass): a server's numbers and its peers' are taken minutes apart
+    at most, so a machine whose load drifts skews the ratios of one pass, not of the run."""
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    peaks: dict[str, float] = {}
+
+    def fail(name: str, exc: Exception) -> None:
+        reason = " ".join(f"failed: {exc}".split())[:300].replace("|", "/")
+        results[name].available, results[name].reason = False, reason
+        print(f"bench: {name} {reason}", flush=True)
+
+    try:
+        for name in chosen:
+            if not results[name].available:
+                continue
+            try:
+                process, cold = start_one(all_specs[name], ports[name], rows, expected, workdir)
+            except RuntimeError as exc:
+                fail(name, exc)
+                continue
+            processes[name] = process
+            results[name].cold_start_s.append(cold)
+            peaks[name] = resident_mb(process.pid)
+        order = list(processes) if number % 2 else list(reversed(processes))
+        for scenario in plan:
+            for name in order:
+                spec = all_specs[name]
+                if not results[name].available or not spec.takes(scenario):
+                    continue
+                try:
+                    measured = measure_load(
+                        spec, ports[name], scenario, rows, expected, seconds, workdir
+                    )
+                except RuntimeError as exc:
+                    fail(name, exc)
+                    continue
+                results[name].loads.setdefault(scenario.name, []).append(measured)
+                peaks[name] = max(peaks[name], resident_mb(processes[name].pid))
+        for name in processes:
+            results[name].rss_mb.append(peaks[name])
+    finally:
+        for process in processes.values():
+            stop_server(process)
 
 
 def evaluate_targets(
@@ -745,8 +803,9 @@ def evaluate_targets(
     batch: str | None,
     attacks: dict[str, AttackRun] | None = None,
 ) -> list[dict[str, Any]]:
-    """The issue's targets, for this service's endpoints against the fastest peer (medians; the
-    spread is each pass of ours against the peer's median)."""
+    """The issue's targets, for this service's endpoints against the fastest peer. Ratios are
+    paired by pass (each pass's numbers were taken together) and reported as the median of the
+    passes' ratios with their range."""
     ours = results.get("ml-serving")
     peers = [results[p] for p in PEERS if p in results and results[p].loads.get(TARGET_SCENARIO)]
     checks: list[dict[str, Any]] = []
@@ -754,17 +813,15 @@ def evaluate_targets(
         return checks
     if peers:
         best = max(peers, key=lambda r: r.median(TARGET_SCENARIO, "requests_per_s"))
-        best_rps = best.median(TARGET_SCENARIO, "requests_per_s")
+        fastest = _fastest_per_pass(peers, TARGET_SCENARIO, "requests_per_s")
         for name, endpoint in (("ml-serving", "/predict"), ("ml-serving-v2", "v2 infer")):
             server = results.get(name)
             if server is not None and server.loads.get(TARGET_SCENARIO):
                 checks.append(
                     _ratio_check(
                         f"c=64 {endpoint} req/s vs fastest peer ({best.name})",
-                        server,
-                        TARGET_SCENARIO,
-                        "requests_per_s",
-                        best_rps,
+                        _per_pass(server, TARGET_SCENARIO, "requests_per_s"),
+                        fastest,
                         8.0,
                     )
                 )
@@ -777,15 +834,14 @@ def evaluate_targets(
                 0.2,
             )
         )
-        if batch is not None and ours.loads.get(batch):
-            fastest = max(peers, key=lambda r: r.median(batch, "rows_per_s"))
+        batch_peers = [r for r in peers if r.loads.get(batch or "")]
+        if batch is not None and ours.loads.get(batch) and batch_peers:
+            best_batch = max(batch_peers, key=lambda r: r.median(batch, "rows_per_s"))
             checks.append(
                 _ratio_check(
-                    f"64-row batches rows/s, JSON, vs fastest peer ({fastest.name})",
-                    ours,
-                    batch,
-                    "rows_per_s",
-                    fastest.median(batch, "rows_per_s"),
+                    f"64-row batches rows/s, JSON, vs fastest peer ({best_batch.name})",
+                    _per_pass(ours, batch, "rows_per_s"),
+                    _fastest_per_pass(batch_peers, batch, "rows_per_s"),
                     4.0,
                 )
             )
@@ -795,10 +851,8 @@ def evaluate_targets(
             checks.append(
                 _ratio_check(
                     "64-row batches rows/s, binary tensors vs JSON (v2)",
-                    binary,
-                    batch,
-                    "rows_per_s",
-                    json_v2.median(batch, "rows_per_s"),
+                    _per_pass(binary, batch, "rows_per_s"),
+                    _per_pass(json_v2, batch, "rows_per_s"),
                     1.5,
                 )
             )
@@ -807,10 +861,8 @@ def evaluate_targets(
         checks.append(
             _ratio_check(
                 "c=64 /predict share of the own-layer constant ceiling",
-                ours,
-                TARGET_SCENARIO,
-                "requests_per_s",
-                own.median(TARGET_SCENARIO, "requests_per_s"),
+                _per_pass(ours, TARGET_SCENARIO, "requests_per_s"),
+                _per_pass(own, TARGET_SCENARIO, "requests_per_s"),
                 0.5,
             )
         )
@@ -821,6 +873,16 @@ def evaluate_targets(
     if attacked is not None:
         checks += attack_checks(attacked)
     return checks
+
+
+def _per_pass(result: ServerResult, scenario: str, metric: str) -> list[float]:
+    return [float(getattr(r, metric)) for r in result.loads.get(scenario, [])]
+
+
+def _fastest_per_pass(peers: list[ServerResult], scenario: str, metric: str) -> list[float]:
+    series = [_per_pass(p, scenario, metric) for p in peers if p.loads.get(scenario)]
+    passes = min(len(values) for values in series)
+    return [max(values[i] for values in series) for i in range(passes)]
 
 
 def attack_checks(run: AttackRun) -> list[dict[str, Any]]:
@@ -846,11 +908,11 @@ def attack_checks(run: AttackRun) -> list[dict[str, Any]]:
 
 
 def _ratio_check(
-    name: str, server: ServerResult, scenario: str, metric: str, reference: float, limit: float
+    name: str, values: list[float], references: list[float], limit: float
 ) -> dict[str, Any]:
-    check = _check(name, server.median(scenario, metric) / reference, ">=", limit)
-    low, high = server.spread(scenario, metric)
-    check["spread"] = f"{low / reference:.2f}-{high / reference:.2f}"
+    ratios = [value / reference for value, reference in zip(values, references)]
+    check = _check(name, float(statistics.median(ratios)), ">=", limit)
+    check["spread"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
     return check
 
 
@@ -1171,12 +1233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 peers_reason = f"MLflow model unavailable: {exc}"
-    port = free_port()
+    ports = {name: free_port() for name in chosen}
     all_specs = {
-        s.name: s
-        for s in specs(
-            args.model, port, peers_python or Path("python"), mlflow_model, args.server_env
+        name: next(
+            spec
+            for spec in specs(
+                args.model,
+                ports[name],
+                peers_python or Path("python"),
+                mlflow_model,
+                args.server_env,
+            )
+            if spec.name == name
         )
+        for name in chosen
     }
     results = {name: ServerResult(name, all_specs[name].description) for name in chosen}
     for name in chosen:
@@ -1184,34 +1254,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[name].available, results[name].reason = False, peers_reason
     if "mlserver" in chosen and results["mlserver"].available and mlflow_model is not None:
         all_specs["mlserver"].cwd = workdir / "mlserver"
-        write_mlserver_config(all_specs["mlserver"].cwd, port, mlflow_model)
+        write_mlserver_config(all_specs["mlserver"].cwd, ports["mlserver"], mlflow_model)
     if "nginx-constant" in chosen:
         nginx, why = ensure_nginx(not args.no_install)
         if nginx is None:
             results["nginx-constant"].available, results["nginx-constant"].reason = False, why
         else:
             all_specs["nginx-constant"].cwd = workdir / "nginx"
-            write_nginx_config(all_specs["nginx-constant"].cwd, port)
+            write_nginx_config(all_specs["nginx-constant"].cwd, ports["nginx-constant"])
     for number in range(1, args.passes + 1):
         print(f"bench: pass {number}/{args.passes}", flush=True)
-        for name in chosen:
-            if not results[name].available:
-                continue
-            try:
-                bench_server(
-                    all_specs[name],
-                    results[name],
-                    port,
-                    plan,
-                    rows,
-                    expected,
-                    args.duration,
-                    workdir,
-                )
-            except RuntimeError as exc:
-                reason = " ".join(f"failed: {exc}".split())[:300].replace("|", "/")
-                results[name].available, results[name].reason = False, reason
-                print(f"bench: {name} {results[name].reason}", flush=True)
+        run_pass(
+            number,
+            chosen,
+            all_specs,
+            ports,
+            results,
+            plan,
+            rows,
+            expected,
+            args.duration,
+            workdir,
+        )
     attacks: dict[str, AttackRun] = {}
     drains: dict[str, dict[str, int]] = {}
     for http_server in [s for s in args.attack_servers.split(",") if s]:

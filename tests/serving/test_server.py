@@ -122,7 +122,7 @@ def test_graceful_shutdown_drains_requests_in_flight(model_dir: Path, http_serve
     env = service_env(
         MODEL_URI=str(model_dir / "model.onnx"),
         PORT=str(free_port()),
-        FAULT_LATENCY_MS="2500",  # long enough that all 20 are surely in flight together
+        FAULT_LATENCY_MS="5000",  # long enough that all 20 are in flight together on a busy machine
         HTTP_SERVER=http_server,
     )
     with subprocess_server([sys.executable, "-m", "ml.serving"], env) as (base, process):
