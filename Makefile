@@ -177,8 +177,10 @@ workflows-check: $(READY) ## fail when the generated manifests under apps/ are o
 # --- model service (ml/serving; owner: the serving work) -----------------------------------------
 # `serve`: the service on models/model.onnx at http://127.0.0.1:$(SERVE_PORT) (env config: see
 # ml/serving/README.md; e.g. `make serve SERVE_PORT=9000` or FAULT_ERROR_RATE=0.1 make serve).
-# `bench-serving`: this service vs a bare-ASGI ceiling vs mlflow / MLServer / KServe, one server at
-# a time on loopback with wrk; ~30 min; peers install once into .bench/peers-venv. Results:
+# `bench-serving`: this service (own HTTP layer, uvicorn, granian; JSON and binary tensors) vs HTTP
+# ceilings (own layer, nginx, bare ASGI) vs mlflow / MLServer / KServe, all up at once on loopback,
+# loads taken in turn with wrk; then the attack corpus and SIGTERM under load; ~35 min; peers
+# install once into .bench/peers-venv, nginx is unpacked into .bench/nginx. Results:
 # .bench/serving.json and .bench/serving.md. Not part of `make test` (too long); options through
 # BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS="--duration 5 --passes 1 --servers ml-serving,kserve".
 # `fuzz-serving`: the raw-bytes fuzzer of tests/serving/test_fuzz.py for FUZZ_SECONDS (default
