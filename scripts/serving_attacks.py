@@ -568,6 +568,39 @@ async def huge_header(target: Target) -> tuple[bool, str]:
 
 
 @case(
+    "huge-trailer",
+    "a chunked body ending in a 16 MB trailer",
+    "431 with a JSON reason, memory flat",
+)
+async def huge_trailer(target: Target) -> tuple[bool, str]:
+    """Trailers are headers after the body: the same limit must hold for them."""
+    connection = await Connection.open(target)
+    with RssSampler(target.pid) as rss:
+        try:
+            await connection.send(
+                b"POST /predict HTTP/1.1\r\nhost: attack\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"2\r\n{}\r\n0\r\nx-big: "
+            )
+            piece = b"a" * 65536
+            sent = 0
+            while sent < 16 << 20:
+                if not await connection.send(piece):
+                    break
+                sent += len(piece)
+                if len(connection.buffer) or await connection.closed_within(0) is not None:
+                    break
+            await connection.send(b"\r\n\r\n")
+            answer = await connection.response(10.0)
+        finally:
+            connection.close()
+    growth = rss.peak_mb - rss.first_mb
+    if answer is None:
+        return False, f"no answer after {sent >> 10} KiB; RSS +{growth:.0f} MB"
+    strict = answer.status == 431 and answer.json_reason and growth < RSS_GROWTH_MB
+    return strict, f"{answer.describe()} after {sent >> 10} KiB; RSS +{growth:.0f} MB"
+
+
+@case(
     "many-headers",
     "500 headers",
     "431 with a JSON reason",

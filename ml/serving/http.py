@@ -61,6 +61,8 @@ _DRAIN_IDLE_S = 1.0
 # beyond this many more they are closed unanswered
 _OVERFLOW_SLOTS = 64
 _HEALTH_PATHS = frozenset(("/v2/health/live", "/v2/health/ready"))
+# Bytes of chunk framing allowed per chunk (size line and CRLFs) before it counts as header bytes
+_CHUNK_FRAMING = 32
 # How often timeouts are checked: a connection outlives its timeout by at most this much
 _SWEEP_S = 0.25
 
@@ -128,7 +130,11 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0  # request line + headers (+ trailers) of this request
-        self._unparsed = 0  # bytes fed while its headers were incomplete (the parser's buffer)
+        # bytes fed since this request began (not counting the read it began in) and its chunks:
+        # what is neither body nor chunk framing is headers or trailers, which the parser
+        # buffers itself while a field is unfinished
+        self._fed = 0
+        self._chunks = 0
         self._headers_done = False
         self._body: list[bytes] = []
         self._size = 0
@@ -188,8 +194,7 @@ class _Connection(asyncio.Protocol):
         parser = self.parser
         if parser is None or self._closing:
             return
-        if not self._headers_done:
-            self._unparsed += len(data)
+        self._fed += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -202,11 +207,10 @@ class _Connection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request: {exc}")
             return
         if (
-            not self._headers_done
-            and self._parsing
-            and self._unparsed > self.limits.max_header_bytes
+            self._parsing
+            and self._fed - self._size > self._max_header_bytes + _CHUNK_FRAMING * self._chunks
         ):
-            # the parser buffers an unfinished header itself: cut it off before it grows
+            # an unfinished header or trailer the parser keeps concatenating: cut it off
             self._refuse(431, self._header_limit_message())
 
     def eof_received(self) -> bool:
@@ -232,6 +236,8 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self._closing:
             return
+        self._fed = 0
+        self._chunks = 0
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -264,13 +270,12 @@ class _Connection(asyncio.Protocol):
                 self._refuse(431, f"more than MAX_HEADERS={self._max_headers} headers")
 
     def _header_limit_message(self) -> str:
-        return f"request headers exceed MAX_HEADER_BYTES={self.limits.max_header_bytes}"
+        return f"request headers or trailers exceed MAX_HEADER_BYTES={self._max_header_bytes}"
 
     def on_headers_complete(self) -> None:
         if self._closing:
             return
         self._headers_done = True
-        self._unparsed = 0
         hosts = 0
         expect_continue = False
         for key, value in self._headers:
@@ -303,6 +308,9 @@ class _Connection(asyncio.Protocol):
             else:  # an earlier answer is owed first; the body clock starts with the invitation
                 self._continue_owed = True
                 self.deadline = None
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def _body_limit_message(self) -> str:
         return f"body exceeds MAX_BODY_BYTES={self.limits.max_body_bytes}"

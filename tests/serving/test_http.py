@@ -311,3 +311,17 @@ def test_request_bytes_held_over_all_connections_are_capped_and_released(
         answers = exchange(port, post() + post(body=b"x" * 5000), responses=2)
         assert [status(a) for a in answers] == [200, 413]
         wait_until(lambda: server.buffered == 0, what="release after answers")
+
+
+def test_many_small_chunks_are_framing_not_header_bytes(server: tuple[str, int]) -> None:
+    """Chunk size lines count against nothing (up to a few bytes each); only what is neither
+    body nor framing (headers, trailers) counts against MAX_HEADER_BYTES."""
+    _, port = server
+    body = BODY + b" " * (4000 - len(BODY))  # JSON allows the trailing whitespace
+    chunks = b"".join(b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    head = b"POST /predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    answer = exchange(port, head + chunks + b"0\r\n\r\n")[0]
+    assert status(answer) == 200, answer  # 4,000 chunks: ~24 KB of framing
+    trailer = b"0\r\nx-big: " + b"a" * 20000 + b"\r\n\r\n"
+    refused = exchange(port, head + b"2\r\n{}\r\n" + trailer)[0]
+    assert status(refused) == 431 and b"MAX_HEADER_BYTES" in refused
