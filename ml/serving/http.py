@@ -125,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self._max_headers = self.limits.max_headers
         self._header_timeout_s = self.limits.header_timeout_s
         self._body_timeout_s = self.limits.body_timeout_s
+        self._keep_alive_s = self.limits.keep_alive_s
         self._http10 = False
         # the request being parsed
         self._url = b""
@@ -291,7 +292,7 @@ class _Connection(asyncio.Protocol):
                 return
             elif key == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
-        parser = cast(httptools.HttpRequestParser, self.parser)
+        parser: httptools.HttpRequestParser = self.parser  # type: ignore[assignment]  # feeding
         self._http10 = parser.get_http_version() == "1.0"
         if hosts != 1 and (hosts > 1 or not self._http10):
             self._refuse(400, "an HTTP/1.1 request needs exactly one Host header")
@@ -303,7 +304,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = now + self._body_timeout_s
         self._expiry = "body"
         if expect_continue:
-            if self._at_head():
+            if self._pending is None and not self._queue:
                 self._write_raw(_CONTINUE)
             else:  # an earlier answer is owed first; the body clock starts with the invitation
                 self._continue_owed = True
@@ -339,7 +340,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._closing:
             return
-        parser = cast(httptools.HttpRequestParser, self.parser)
+        parser: httptools.HttpRequestParser = self.parser  # type: ignore[assignment]  # feeding
         self._parsing = False
         self.deadline = None  # the server's turn
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -361,9 +362,6 @@ class _Connection(asyncio.Protocol):
             self._handle(request, size)
 
     # -- answering ------------------------------------------------------------------------------
-
-    def _at_head(self) -> bool:
-        return self._pending is None and not self._queue
 
     def _busy_answering(self) -> bool:
         return self._pending is not None or bool(self._queue)
@@ -412,7 +410,7 @@ class _Connection(asyncio.Protocol):
         while self._queue and self._pending is None and self.transport is not None:
             queued, size = self._queue.popleft()
             self._handle(queued, size)
-        if self._at_head():
+        if self._pending is None and not self._queue:
             if self._continue_owed and self.transport is not None:
                 self._continue_owed = False
                 self._write_raw(_CONTINUE)
@@ -421,7 +419,9 @@ class _Connection(asyncio.Protocol):
             self._resume_reading()
 
     def _write(self, request: _Request, reply: Reply, size: int) -> None:
-        self._release(size)
+        if size:
+            self._held -= size
+            self.server.buffered -= size
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -459,9 +459,11 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self._linger()
         elif not more and self._pending is None:
-            self._expire_in(
-                server.drain_idle_s if server.draining else self.limits.keep_alive_s, "idle"
+            # (inlined _expire_in: this runs for every answer)
+            self.deadline = server._now + (
+                server.drain_idle_s if server.draining else self._keep_alive_s
             )
+            self._expiry = "idle"
 
     def _write_raw(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -507,11 +509,6 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self._resume_reading(force=True)
-
-    def _release(self, size: int) -> None:
-        if size:
-            self._held -= size
-            self.server.buffered -= size
 
     # -- timers, flow control, shutdown ---------------------------------------------------------
 
