@@ -207,18 +207,27 @@ workflows-check: $(READY) ## fail when the generated manifests under apps/ are o
 # --- model service (ml/serving; owner: the serving work) -----------------------------------------
 # `serve`: the service on models/model.onnx at http://127.0.0.1:$(SERVE_PORT) (env config: see
 # ml/serving/README.md; e.g. `make serve SERVE_PORT=9000` or FAULT_ERROR_RATE=0.1 make serve).
-# `bench-serving`: this service vs a bare-ASGI ceiling vs mlflow / MLServer / KServe, one server at
-# a time on loopback with wrk; ~30 min; peers install once into .bench/peers-venv. Results:
+# `bench-serving`: this service (own HTTP layer, uvicorn, granian; JSON and binary tensors) vs HTTP
+# ceilings (own layer, nginx, bare ASGI) vs mlflow / MLServer / KServe, all up at once on loopback,
+# loads taken in turn with wrk; then the attack corpus and SIGTERM under load; ~35 min; peers
+# install once into .bench/peers-venv, nginx is unpacked into .bench/nginx. Results:
 # .bench/serving.json and .bench/serving.md. Not part of `make test` (too long); options through
 # BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS="--duration 5 --passes 1 --servers ml-serving,kserve".
+# `fuzz-serving`: the raw-bytes fuzzer of tests/serving/test_fuzz.py for FUZZ_SECONDS (default
+# 300; `make test` runs it for at most 30 s).
 # `lint-docker`: hadolint on the serving and training Dockerfiles (also a test in tests/serving).
 SERVE_PORT ?= 8080
-.PHONY: serve bench-serving lint-docker
+FUZZ_SECONDS ?= 300
+.PHONY: serve bench-serving fuzz-serving lint-docker
 serve: $(READY) ## run the model service on models/model.onnx (PORT=$(SERVE_PORT), loopback)
 	MODEL_URI=models/model.onnx PORT=$(SERVE_PORT) $(PY) -m ml.serving
 
 bench-serving: $(READY) ## benchmark the service against peer model servers (long; not in `make test`)
 	$(PY) -m scripts.bench_serving $(BENCH_SERVING_ARGS)
+
+fuzz-serving: $(READY) ## fuzz the model server's HTTP layer with raw bytes for FUZZ_SECONDS
+	FUZZ_EXAMPLES=10000000 FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest -q -s -p no:randomly \
+		tests/serving/test_fuzz.py
 
 lint-docker: $(READY) ## hadolint the serving and training Dockerfiles
 	$(BIN)/hadolint ml/serving/Dockerfile ml/training.Dockerfile

@@ -8,8 +8,10 @@ before it is served, so a bad file fails at start-up or at reload, never on a us
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import os
+import stat
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from ml.onnx_runtime import open_session
+from ml.registration import RecordError, parse_record
 from ml.serving.config import DEFAULT_MODEL_NAME
 
 INPUT_NAME = "input"
@@ -77,17 +80,52 @@ def load_model(
     name: str | None = None,
     intra_op_threads: int = 1,
 ) -> LoadedModel:
-    """Load a file path or a registry URI (``models:/<name>@<alias>``, ``models:/<name>/<v>``)."""
-    record: dict[str, Any] | None = None
+    """Load a file path or a registry URI (``models:/<name>@<alias>``, ``models:/<name>/<v>``).
+
+    A registry download goes to a temporary directory removed once the session is open, so
+    reloads do not fill the pod's /tmp.
+    """
     if uri.startswith("models:/"):
         from ml.serving.registry import fetch_registered_model
 
-        path, record = fetch_registered_model(uri)
-    else:
-        path = Path(uri)
-    if record is None:
-        record = read_registration(path, registration_path)
+        with tempfile.TemporaryDirectory(prefix="serving-model-") as destination:
+            # the registry's record: a registration path is for files only
+            path, record = fetch_registered_model(uri, Path(destination))
+            return load_file(path, record, name=name, intra_op_threads=intra_op_threads, source=uri)
+    path = Path(uri)
+    record = read_registration(path, registration_path)
     return load_file(path, record, name=name, intra_op_threads=intra_op_threads, source=uri)
+
+
+def read_regular_file(path: Path, what: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file: it is opened without blocking and
+    checked before a byte is read, so a named pipe or a device cannot hang the reader."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(f"{path}: {what} is not a regular file")
+        os.set_blocking(fd, True)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def parse_registration(text: bytes, source: str) -> dict[str, Any]:
+    """A registration record checked by the pipeline's own contract (``ml.registration``): the
+    service shows nothing as ``/metadata`` that the register stage could not have written."""
+    try:
+        record = parse_record(text, source)
+    except RecordError as exc:
+        raise ModelError(str(exc)) from None
+    return record.model_dump(mode="json")
 
 
 def read_registration(model_path: Path, registration_path: str | None) -> dict[str, Any]:
@@ -95,17 +133,9 @@ def read_registration(model_path: Path, registration_path: str | None) -> dict[s
     candidate = (
         Path(registration_path) if registration_path else model_path.with_name("registration.json")
     )
-    if not candidate.is_file():
-        if registration_path:
-            raise ModelError(f"{candidate}: registration record not found")
+    if not registration_path and not candidate.exists():
         return {}
-    try:
-        record = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{candidate}: unreadable registration record: {exc}") from exc
-    if not isinstance(record, dict):
-        raise ModelError(f"{candidate}: registration record must be a JSON object")
-    return record
+    return parse_registration(read_regular_file(candidate, "registration record"), str(candidate))
 
 
 def load_file(
@@ -115,10 +145,7 @@ def load_file(
     intra_op_threads: int = 1,
     source: str | None = None,
 ) -> LoadedModel:
-    try:
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from exc
+    payload = read_regular_file(path, "model file")
     sha256 = hashlib.sha256(payload).hexdigest()
     recorded_sha = record.get("onnx_sha256")
     if recorded_sha and recorded_sha != sha256:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import sys
 from pathlib import Path
 
@@ -69,18 +70,33 @@ def test_a_record_for_another_file_is_refused(model_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "content, fragment",
-    [("{", "unreadable registration record"), ("[1]", "must be a JSON object")],
+    "content",
+    [
+        "{",
+        "[1]",
+        '{"model_name": "digits-classifier", "note": "any JSON at all"}',
+        "VALID_WITH_EXTRA_FIELD",
+        "VALID_WITHOUT_SHA",
+    ],
+    ids=["malformed", "not-an-object", "arbitrary-json", "unknown-field", "missing-field"],
 )
-def test_bad_registration_records(model_dir: Path, content: str, fragment: str) -> None:
+def test_a_record_outside_the_contract_is_refused(model_dir: Path, content: str) -> None:
+    """The pipeline's own contract (ml.registration) decides what /metadata may show."""
+    record = json.loads((model_dir / "registration.json").read_text())
+    if content == "VALID_WITH_EXTRA_FIELD":
+        content = json.dumps({**record, "secret": "shown unauthenticated"})
+    elif content == "VALID_WITHOUT_SHA":
+        content = json.dumps({k: v for k, v in record.items() if k != "onnx_sha256"})
     (model_dir / "registration.json").write_text(content)
-    with pytest.raises(ModelError, match=fragment):
+    with pytest.raises(ModelError, match="not a registration record"):
         load_model(str(model_dir / "model.onnx"))
 
 
-def test_a_named_record_must_exist(model_dir: Path) -> None:
-    with pytest.raises(ModelError, match="registration record not found"):
+def test_a_named_record_must_exist_and_be_a_regular_file(model_dir: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read registration record: No such file"):
         load_model(str(model_dir / "model.onnx"), registration_path=str(model_dir / "nope.json"))
+    with pytest.raises(ModelError, match="registration record is not a regular file"):
+        load_model(str(model_dir / "model.onnx"), registration_path=str(model_dir))
 
 
 @pytest.mark.parametrize(
@@ -126,8 +142,12 @@ def test_registry_uris_resolve_through_mlflow(
         )
     MlflowClient().set_registered_model_alias("digits-classifier", "champion", "1")
 
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     by_alias = load_model("models:/digits-classifier@champion")
     by_version = load_model("models:/digits-classifier/1")
+    assert list(scratch.iterdir()) == []  # downloads removed: reloads do not fill /tmp
     direct = load_model(str(model_dir / "model.onnx"))
     rows = digits_rows(5)
     for loaded in (by_alias, by_version):
