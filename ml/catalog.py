@@ -146,7 +146,9 @@ class Catalog:
             matches = [e for e in self.entries if e.tag_prefix == "" and "/" not in tag]
         if len(matches) != 1:
             prefixes = ", ".join(f"{e.tag(version='X.Y.Z')}" for e in self.entries)
-            raise CatalogError(f"tag {tag!r} names no model of the catalog; expected one of: {prefixes}")
+            raise CatalogError(
+                f"tag {tag!r} names no model of the catalog; expected one of: {prefixes}"
+            )
         entry = matches[0]
         return entry, tag[len(entry.tag_prefix) + 1 :]
 

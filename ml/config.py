@@ -112,6 +112,7 @@ class GateParams(_Strict):
         if missing:
             raise ValueError(f"needs a minimum gain over every baseline; missing {missing}")
         return value
+
     max_p99_latency_ms: float = Field(gt=0.0)
     latency_samples: int = Field(ge=100)  # single-row predictions timed after warm-up
     latency_warmup: int = Field(ge=0)
@@ -243,7 +244,9 @@ def merge_shared(
     return walk(own, shared, ()), origin
 
 
-def _source_of(loc: tuple[str, ...], origin: Mapping[tuple[str, ...], Path], fallback: Path) -> Path:
+def _source_of(
+    loc: tuple[str, ...], origin: Mapping[tuple[str, ...], Path], fallback: Path
+) -> Path:
     for length in range(len(loc), 0, -1):
         found = origin.get(loc[:length])
         if found is not None:
@@ -281,7 +284,9 @@ def parse_params(
                 f"{where}: top level must be a mapping of sections, got {type(value).__name__}"
             )
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ParamsError(
+            f"{path}: top level must be a mapping of sections, got {type(raw).__name__}"
+        )
     merged: dict[str, Any] = dict(raw)
     origin: dict[tuple[str, ...], Path] = {}
     if isinstance(shared_raw, dict) and shared_path is not None:

@@ -96,7 +96,9 @@ class TabularInput(_Strict):
         return low, high
 
     def describe(self) -> str:
-        return f"{self.feature_count} named numeric features (raw units, ranges declared per feature)"
+        return (
+            f"{self.feature_count} named numeric features (raw units, ranges declared per feature)"
+        )
 
 
 InputSchema = Annotated[ImageInput | TabularInput, Field(discriminator="kind")]

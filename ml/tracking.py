@@ -21,8 +21,10 @@ CHECKPOINT_TAG = "mlops.checkpoint_sha256"
 MODEL_TAG = "mlops.model"
 
 
-def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / 'mlflow.db'}"
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else the SQLite store of `root` (default: the working directory)."""
+    store = (root or Path.cwd()).resolve() / "mlflow.db"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store}"
 
 
 def start_tracking(experiment: str, root: Path) -> str:

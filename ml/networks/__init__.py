@@ -34,9 +34,9 @@ class Normaliser(nn.Module):
         return (rows - self.shift) / self.scale
 
 
-def normalisation_stats(schema: ImageInput | TabularInput, train_X: np.ndarray) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def normalisation_stats(
+    schema: ImageInput | TabularInput, train_X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(shift, scale) per feature for the schema's normalisation, fitted on the train split."""
     features = schema.feature_count
     if schema.normalisation == "range":
@@ -82,4 +82,3 @@ def set_normalisation(network: nn.Module, shift: np.ndarray, scale: np.ndarray) 
     assert isinstance(normaliser, Normaliser)
     normaliser.shift.copy_(torch.from_numpy(np.asarray(shift, dtype=np.float32)))
     normaliser.scale.copy_(torch.from_numpy(np.asarray(scale, dtype=np.float32)))
-

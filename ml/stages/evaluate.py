@@ -139,7 +139,9 @@ def threshold_rows(y: np.ndarray, proba: np.ndarray, task: TaskSpec) -> list[lis
             recall = hits / max(len(y), 1)
         f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
         coverage = float(flagged.mean())
-        rows.append([f"{t:.2f}", f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", f"{coverage:.4f}"])
+        rows.append(
+            [f"{t:.2f}", f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", f"{coverage:.4f}"]
+        )
     return rows
 
 

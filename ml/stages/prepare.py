@@ -65,12 +65,11 @@ def _labels_from_column(labels: pd.Series, task: TaskSpec, path: Path) -> np.nda
             f"{path}: label values {unknown[:5]} are neither integers nor class names of"
             f" task.classes {task.classes}"
         )
-    return names.map({name: i for i, name in enumerate(task.classes)}).to_numpy(dtype=np.int64)
+    mapped: np.ndarray = names.map({n: i for i, n in enumerate(task.classes)}).to_numpy(np.int64)
+    return mapped
 
 
-def _from_table(
-    frame: pd.DataFrame, params: Params, path: Path
-) -> tuple[np.ndarray, np.ndarray]:
+def _from_table(frame: pd.DataFrame, params: Params, path: Path) -> tuple[np.ndarray, np.ndarray]:
     label_column, schema = params.data.label_column, params.input
     if label_column not in frame.columns:
         raise StageError(

@@ -2,8 +2,9 @@
 validation loss, tracked in MLflow under the model's experiment.
 
 The normalisation statistics the schema asks for are fitted on the train split and stored in the
-network (the exported graph applies them). Device `auto` picks CUDA when present; on CUDA the loop uses fp16 autocast with gradient scaling and
-pinned host memory (see ml/device.py). Seeds and deterministic kernels make a CPU run repeatable.
+network (the exported graph applies them). Device `auto` picks CUDA when present; on CUDA the loop
+uses fp16 autocast with gradient scaling and pinned host memory (see ml/device.py). Seeds and
+deterministic kernels make a CPU run repeatable.
 """
 
 from __future__ import annotations
