@@ -67,20 +67,31 @@ class ImageInput(_Strict):
         )
 
 
+class Feature(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    range: Bounds
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> "Feature":
+        _check_bounds(f"{self.name}.range", self.range)
+        return self
+
+
 class TabularInput(_Strict):
-    """Named numeric features, in the order clients send them, each with its raw-value range."""
+    """Named numeric features, each with its raw-value range, in the order clients send them
+    (a list, not a mapping: a tool that sorts keys must never be able to reorder the columns)."""
 
     kind: Literal["tabular"]
-    features: dict[str, Bounds] = Field(min_length=1, max_length=10_000)
+    features: list[Feature] = Field(min_length=1, max_length=10_000)
     normalisation: Normalisation
     dtype: Literal["float32"] = "float32"
 
     @model_validator(mode="after")
-    def _valid_ranges(self) -> "TabularInput":
-        for name, bounds in self.features.items():
-            if not name.strip():
-                raise ValueError("feature names must not be empty")
-            _check_bounds(f"features.{name}", bounds)
+    def _unique_names(self) -> "TabularInput":
+        names = self.feature_names()
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"feature names must be unique; repeated: {repeated}")
         return self
 
     @property
@@ -88,11 +99,11 @@ class TabularInput(_Strict):
         return len(self.features)
 
     def feature_names(self) -> list[str]:
-        return list(self.features)
+        return [f.name for f in self.features]
 
     def bounds(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        low = np.array([b[0] for b in self.features.values()], dtype=np.float32)
-        high = np.array([b[1] for b in self.features.values()], dtype=np.float32)
+        low = np.array([f.range[0] for f in self.features], dtype=np.float32)
+        high = np.array([f.range[1] for f in self.features], dtype=np.float32)
         return low, high
 
     def describe(self) -> str:

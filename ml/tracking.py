@@ -21,10 +21,14 @@ CHECKPOINT_TAG = "mlops.checkpoint_sha256"
 MODEL_TAG = "mlops.model"
 
 
+def local_store_uri(root: Path | None = None) -> str:
+    """The repository's own SQLite store (`root`, default the working directory)."""
+    return f"sqlite:///{(root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
 def tracking_uri(root: Path | None = None) -> str:
     """MLFLOW_TRACKING_URI, else the SQLite store of `root` (default: the working directory)."""
-    store = (root or Path.cwd()).resolve() / "mlflow.db"
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(root)
 
 
 def start_tracking(experiment: str, root: Path) -> str:
@@ -32,10 +36,12 @@ def start_tracking(experiment: str, root: Path) -> str:
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # read before set_tracking_uri, which exports MLFLOW_TRACKING_URI itself: checked after, the
-    # local store would look like a server and its artifacts land in ./mlruns of the stage's folder
-    local_store = not os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri(root))
+    # set_tracking_uri exports MLFLOW_TRACKING_URI itself, so "the variable is set" cannot tell a
+    # server from our own store (a second model in one process would take ./mlruns of its folder
+    # for a server's default): compare the URI with the local store's instead
+    uri = tracking_uri(root)
+    local_store = uri == local_store_uri(root)
+    mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return str(found.experiment_id)

@@ -76,7 +76,7 @@ def _input_section(params: Params) -> str:
     }[schema.normalisation]
     text = f"{schema.describe()}; float32. Normalisation inside the graph: {norm}."
     if isinstance(schema, TabularInput):
-        rows = "\n".join(f"| {n} | {lo:g} | {hi:g} |" for n, (lo, hi) in schema.features.items())
+        rows = "\n".join(f"| {f.name} | {f.range[0]:g} | {f.range[1]:g} |" for f in schema.features)
         text += f"\n\n| feature | low | high |\n| --- | ---: | ---: |\n{rows}"
     return text
 
