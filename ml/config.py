@@ -307,5 +307,11 @@ def load_params(path: str | Path, shared_path: str | Path | None = None) -> Para
 
 
 def resolved_params(params: Params) -> dict[str, Any]:
-    """The merged params as plain data (what the registration record and MLflow record)."""
+    """The merged params as plain data (the drift CronJob's config)."""
     return params.model_dump(mode="json")
+
+
+def model_params(params: Params) -> dict[str, Any]:
+    """The params that made the model: every section but `monitoring`, which configures how the
+    model is watched in production and reruns no stage (what the registration record holds)."""
+    return params.model_dump(mode="json", exclude={"monitoring"})

@@ -68,6 +68,10 @@ def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
             "params": dict(run.data.params) if run is not None else {},
             "metrics": dict(run.data.metrics) if run is not None else {},
         }
+        # the register stage tags each version with its input schema and task (JSON)
+        for key, tag in (("input", "input_schema"), ("task", "task")):
+            if found.tags.get(tag):
+                record[key] = json.loads(found.tags[tag])
     record.update(
         model_name=name,
         version=str(found.version),

@@ -28,7 +28,7 @@ import numpy as np
 
 from ml.catalog import ModelEntry, load_catalog
 from ml.cli import StageError, add_catalog_options, run_stage, stage_parser
-from ml.config import GateParams, Params, load_params, resolved_params
+from ml.config import GateParams, Params, load_params, model_params
 from ml.data import load_split
 from ml.io import read_json, sha256_file, write_json
 from ml.onnx_runtime import open_session
@@ -128,7 +128,7 @@ def git_commit() -> str:
 
 
 def params_hash(params: Params) -> str:
-    return hashlib.sha256(json.dumps(resolved_params(params), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(model_params(params), sort_keys=True).encode()).hexdigest()
 
 
 def register_model(
@@ -205,7 +205,7 @@ def _main(argv: Sequence[str] | None) -> None:
         task=params.task,
         data_hash=read_json(Path(args.data) / "meta.json")["data_hash"],
         params_hash=params_hash(params),
-        params=resolved_params(params),
+        params=model_params(params),
         metrics=headline,
         baselines=metrics["baselines"],
         onnx_sha256=sha256_file(args.onnx),
@@ -220,6 +220,9 @@ def _main(argv: Sequence[str] | None) -> None:
         **{f"metric.{k}": f"{v:.6f}" for k, v in headline.items()},
         "latency.p50_ms": f"{latency.p50_ms:.4f}",
         "latency.p99_ms": f"{latency.p99_ms:.4f}",
+        # what a service loading models:/<name>@<alias> needs to know about its inputs
+        "input_schema": record.input.model_dump_json(),
+        "task": record.task.model_dump_json(),
     }
     version, run_id = register_model(
         entry,

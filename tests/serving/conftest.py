@@ -100,7 +100,9 @@ def write_registration(model_path: Path, version: str = "7", **extra: Any) -> Pa
         "alias": "candidate",
         "git_commit": f"commit-{version}",
         "data_hash": "d" * 64,
-        "params": {"data": {"pixel_max": 16.0, "num_classes": 10}},
+        "params": {"seed": 42},
+        # the digits' declared input: what the service scales its input metric by
+        "input": {"kind": "image", "shape": [8, 8], "range": [0, 16], "normalisation": "range"},
         "metrics": {"accuracy": 0.97, "macro_f1": 0.96, "roc_auc": 0.99},
         "onnx_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         **extra,
