@@ -86,7 +86,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train ci-plan cml-runner report mr-report manifests-ci kubeconform image-build \
+.PHONY: tests ci-train ci-plan ci-rehearse cml-runner report mr-report manifests-ci kubeconform image-build \
 	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
@@ -109,8 +109,11 @@ ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every mode
 ci-plan: $(READY) ## CI: which models this pipeline trains and delivers (.bench/ci/plan.env, images.txt)
 	$(MODELS_CLI) plan
 
-model-pull: $(READY) ## fetch the exported model(s) named by dvc.lock from the DVC remote (the plan's models)
-	for p in $$($(MODELS_CLI) pipelines --ci deliver "$(MODEL)"); do $(BIN)/dvc pull "$$p:export"; done
+model-pull: $(READY) ## fetch the plan's models (test split, ONNX) named by dvc.lock from the DVC remote
+	for p in $$($(MODELS_CLI) pipelines --ci deliver "$(MODEL)"); do \
+	  $(BIN)/dvc pull "$$p:prepare" "$$p:export"; done
+
+ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (unless trained here), then rehearse
 
 propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
 	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"

@@ -138,10 +138,9 @@ class Catalog:
         raise CatalogError(f"{folder}: not the folder of any model in the catalog")
 
     def for_tag(self, tag: str) -> tuple[ModelEntry, str]:
-        """Split a release tag into (model, version text after the `v`); unknown prefix: error."""
-        matches = [
-            e for e in self.entries if tag.startswith(e.tag_prefix + "v") and e.tag_prefix != ""
-        ]
+        """Split a release tag into (model, the version part after its prefix, e.g. `v1.2.3`);
+        a prefix of no model is an error (the version part is the release tool's to judge)."""
+        matches = [e for e in self.entries if e.tag_prefix and tag.startswith(e.tag_prefix)]
         if not matches:
             matches = [e for e in self.entries if e.tag_prefix == "" and "/" not in tag]
         if len(matches) != 1:
@@ -150,7 +149,7 @@ class Catalog:
                 f"tag {tag!r} names no model of the catalog; expected one of: {prefixes}"
             )
         entry = matches[0]
-        return entry, tag[len(entry.tag_prefix) + 1 :]
+        return entry, tag[len(entry.tag_prefix) :]
 
 
 def _resolve(name: str, spec: _EntrySpec) -> ModelEntry:

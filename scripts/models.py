@@ -26,7 +26,7 @@ import fnmatch
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +137,7 @@ def ci_plan(repo: Path, catalog: Catalog, env: dict[str, str]) -> tuple[Affected
     a merge request or a push compares with its base; anything else (schedule, web, a new
     branch) takes every model."""
     everything = Affected(catalog.names, catalog.names)
-    tag = env.get("CI_COMMIT_TAG") or env.get("TAG_NAME")
+    tag = env.get("CI_COMMIT_TAG") or env.get("TAG_NAME")  # GitLab, Jenkins
     if tag:
         entry, _ = catalog.for_tag(tag)
         return Affected([], [entry.name]), f"release tag {tag}"
@@ -146,7 +146,7 @@ def ci_plan(repo: Path, catalog: Catalog, env: dict[str, str]) -> tuple[Affected
         return Affected(chosen, chosen), "retraining trigger"
     base = (
         env.get("CI_MERGE_REQUEST_DIFF_BASE_SHA")
-        or env.get("CHANGE_TARGET_SHA")  # set by the Jenkinsfile for change requests
+        or (f"origin/{env['CHANGE_TARGET']}" if env.get("CHANGE_TARGET") else None)  # Jenkins PR
         or env.get("CI_COMMIT_BEFORE_SHA")
         or env.get("GIT_PREVIOUS_SUCCESSFUL_COMMIT")  # Jenkins branch builds
     )
@@ -164,12 +164,27 @@ def image_lines(catalog: Catalog, names: Sequence[str], registry: str) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
+def plan_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The plan's lists: GitLab passes them as variables (the plan job's dotenv); Jenkins, which
+    has no dotenv, names the plan file in CI_PLAN_FILE and every step reads it from there."""
+    found: dict[str, str] = {}
+    path = env.get("CI_PLAN_FILE")
+    if path and Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                found[key.strip()] = value.strip()
+    found.update({k: env[k] for k in ("TRAIN_MODELS", "DELIVER_MODELS") if k in env})
+    return found
+
+
 def selected(catalog: Catalog, names: str | None, ci_variable: str | None) -> list[ModelEntry]:
     """MODEL=... when given; else, in CI, the plan's list (set, even empty); else every model."""
     if names:
         return catalog.select(names)
-    if ci_variable and ci_variable in os.environ:
-        return catalog.select(os.environ[ci_variable]) if os.environ[ci_variable].strip() else []
+    planned = plan_variables(os.environ)
+    if ci_variable and ci_variable in planned:
+        return catalog.select(planned[ci_variable]) if planned[ci_variable].strip() else []
     return list(catalog.entries)
 
 

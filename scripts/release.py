@@ -77,7 +77,7 @@ def model_of(repo: Path, tag: str) -> tuple[ModelEntry, str]:
         entry, version = load_catalog(repo / "models.yaml").for_tag(tag)
     except CatalogError as error:
         raise ReleaseError(f"{error} (a release tag is <app>/vMAJOR.MINOR.PATCH)") from None
-    return entry, image_tag_for(f"v{version}")
+    return entry, image_tag_for(version)
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -413,7 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" holding ONNX sha256 {plan.record.onnx_sha256[:12]}..."
             )
             return 0
-        done = apply(repo, plan, validate=default_validate, set_alias=default_set_alias)
+        done = apply(
+            repo,
+            plan,
+            validate=default_validate,
+            set_alias=default_set_alias,
+            find_version=default_find_version,
+        )
         if args.push:
             done.append(push_release(repo, args.remote))
     except ReleaseError as error:

@@ -237,9 +237,9 @@ def existing_base(repo: Path, base: str) -> str:
 def changed_models(repo: Path, catalog: Catalog, base: str) -> tuple[list[ModelEntry], str]:
     """The models to report on: the CI plan's (DELIVER_MODELS), else those whose folder or app
     differ from the base (the working tree included), else every model."""
-    from scripts.models import affected_models, catalog_at
+    from scripts.models import affected_models, catalog_at, plan_variables
 
-    planned = os.environ.get("DELIVER_MODELS")
+    planned = plan_variables(os.environ).get("DELIVER_MODELS")
     if planned is not None and planned.strip():
         return catalog.select(planned), "the models this pipeline delivers"
     merge_base = subprocess.run(
