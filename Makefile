@@ -35,6 +35,8 @@ run: pipeline ## the main job, for every model (MODEL=<name>: one): data -> mode
 
 pipeline: $(READY) ## dvc repro of each model's pipeline: prepare, validate, train, evaluate, export, register
 	$(BIN)/dvc repro $$($(MODELS_CLI) pipelines "$(MODEL)")
+	@# a fresh clone's repro skips register (its record is as committed); register it here too
+	for s in $$($(MODELS_CLI) unregistered "$(MODEL)"); do $(BIN)/dvc repro -f -s "$$s"; done
 
 lint: $(READY) ## black --check, flake8, mypy --strict
 	$(BIN)/black --check --quiet ml scripts tests

@@ -2,6 +2,8 @@
 
     names [NAMES]              every model's name (or check the given ones), one line, in order
     pipelines [NAMES]          their dvc.yaml paths, for `dvc repro` / `dvc push` targets
+    unregistered [NAMES]       the register stages of models this machine has not registered
+                               (no registration.local.json for the ONNX file git records)
     field NAME FIELD           one field of one model (folder, app, serving_image, ...)
     tag TAG                    the model and version a release tag names: `<name> <version>`
     affected --base REF        which models a change touches (see `affected_models`)
@@ -155,6 +157,25 @@ def ci_plan(repo: Path, catalog: Catalog, env: dict[str, str]) -> tuple[Affected
     return affected_since(repo, catalog, base), f"changes since {base[:12]}"
 
 
+def unregistered(catalog: Catalog, entries: Sequence[ModelEntry]) -> list[str]:
+    """`<pipeline>:register` of every model whose git-tracked record this machine has not
+    registered: a fresh clone's `dvc repro` skips register (its tracked output is already as
+    committed), yet its MLflow store holds nothing; forcing that one stage registers the model
+    and writes the same tracked record again, so git stays clean."""
+    from ml.registration import RecordError, read_best_record
+
+    stages = []
+    for entry in entries:
+        tracked = catalog.root / entry.folder / "registration.json"
+        try:
+            registered = read_best_record(tracked).version is not None
+        except RecordError:
+            continue  # no record yet: the pipeline's own register stage writes it
+        if not registered:
+            stages.append(f"{entry.pipeline}:register")
+    return stages
+
+
 def image_lines(catalog: Catalog, names: Sequence[str], registry: str) -> str:
     """`kind folder image` per line, what scripts/ci/build_image.sh and scan_image.sh read."""
     lines = []
@@ -195,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = sub.add_parser("names", help="model names (all, or check the given ones)")
     names.add_argument("selection", nargs="?", default="")
     names.add_argument("--ci", choices=("train", "deliver"), help="CI: the plan's list if set")
+    stale = sub.add_parser("unregistered", help="register stages this machine has not run")
+    stale.add_argument("selection", nargs="?", default="")
     pipelines = sub.add_parser("pipelines", help="dvc.yaml paths of the models")
     pipelines.add_argument("selection", nargs="?", default="")
     pipelines.add_argument("--ci", choices=("train", "deliver"), help="CI: the plan's list if set")
@@ -217,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = selected(catalog, args.selection, variable)
             attribute = "name" if args.command == "names" else "pipeline"
             print(" ".join(getattr(e, attribute) for e in chosen))
+        elif args.command == "unregistered":
+            print(" ".join(unregistered(catalog, catalog.select(args.selection or None))))
         elif args.command == "field":
             entry = catalog.get(args.name)
             if args.field not in entry.__dataclass_fields__ and args.field != "pipeline":

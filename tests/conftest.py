@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ml.catalog import load_catalog
 from scripts.repo_copy import copy_repo, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +39,14 @@ def pipeline_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
     """A temp copy of the repo after a real, from-scratch `dvc repro` of every model (no shared
     cache), as a fresh clone would run it."""
     workspace = copy_repo(tmp_path_factory.mktemp("pipeline"))
-    for folder in (workspace / "models").iterdir():
+    for entry in load_catalog(workspace / "models.yaml").entries:
         for generated in ("data/prepared", "model.pt", "model.onnx", "reports/figures"):
-            path = folder / generated
+            path = workspace / entry.folder / generated
             (
                 shutil.rmtree(path, ignore_errors=True)
                 if path.is_dir()
                 else path.unlink(missing_ok=True)
             )
-    run(["dvc", "repro"], workspace)
+    # what `make run` does first, with this checkout's venv (no bootstrap in the copy)
+    run(["make", "--no-print-directory", "pipeline", f"VENV={VENV_BIN.parent}"], workspace)
     yield workspace

@@ -56,10 +56,11 @@ def test_breast_cancer_ranks_well() -> None:
 def test_small_noise_changes_few_predictions(model: tuple[str, Path, Params]) -> None:
     _, folder, params = model
     test = load_split(folder / "data/prepared", "test")
+    spread = load_split(folder / "data/prepared", "train").X.std(axis=0)
     low, high = params.input.bounds()
     rng = np.random.default_rng(0)
-    # 3% of each feature's declared span: a sensor's jitter, not a different input
-    noisy = np.clip(test.X + rng.normal(0, 0.03, test.X.shape) * (high - low), low, high)
+    # a tenth of each feature's spread in training: a sensor's jitter, not a different input
+    noisy = np.clip(test.X + rng.normal(0, 0.1, test.X.shape) * spread, low, high)
     predict = predictor(folder)
     _, clean_labels = predict(test.X)
     _, noisy_labels = predict(noisy)

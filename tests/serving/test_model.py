@@ -51,6 +51,7 @@ def test_the_input_metric_scales_each_feature_by_its_declared_range(tmp_path: Pa
     model = load_model(str(path))
     rows = np.array([[0, -10, 100], [1, 10, 300], [0.5, 0, 200]], dtype=np.float32)
     assert model.input_summary(rows) == pytest.approx([0.0, 1.0, 0.5])
+    assert model.input_summary_of_one(rows[2:]) == pytest.approx(0.5)
     assert model.metadata()["input"]["features"][1]["name"] == "b"
 
 
