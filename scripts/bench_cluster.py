@@ -5,7 +5,7 @@ phase of `cluster-up`, runs the staging canary of a healthy candidate on it with
 Rollouts controller, times the Python rehearsal of the same overlay for comparison, then stops
 the cluster. One table, one run: the machines are noisy, so compare rows of the same run.
 
-    python -m scripts.bench_cluster [--candidate-model PATH] [--overlay DIR] [--json FILE]
+    python -m scripts.bench_cluster [--name MODEL] [--json FILE]
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def _phases(output: str) -> list[tuple[float, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench_cluster", description=__doc__)
-    parser.add_argument("--candidate-model", type=Path, default=REPO / "models/model.onnx")
     parser.add_argument(
-        "--overlay", type=Path, default=REPO / "apps/digits-classifier/overlays/staging"
+        "--name",
+        default=None,
+        help="a model of models.yaml (default: the first): its app's"
+        " staging overlay, its model.onnx and its test split as the load",
     )
     parser.add_argument("--json", type=Path, default=REPO / ".bench/cluster.json")
     args = parser.parse_args(argv)
@@ -71,10 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     python,
                     "-m",
                     "scripts.cluster.canary",
-                    "--overlay",
-                    str(args.overlay),
-                    "--candidate-model",
-                    str(args.candidate_model),
+                    *(["--name", args.name] if args.name else []),
                     "--report-dir",
                     str(Path(folder) / "report"),
                 ],
@@ -110,12 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python,
                 "-m",
                 "scripts.rehearsal",
-                "--overlay",
-                str(args.overlay),
-                "--model",
-                str(args.candidate_model),
-                "--registration",
-                str(args.candidate_model.with_name("registration.json")),
+                *(["--name", args.name] if args.name else []),
                 "--out",
                 str(Path(folder) / "rehearsal"),
             ],

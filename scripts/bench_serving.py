@@ -1165,9 +1165,13 @@ def render_attacks(attacks: dict[str, AttackRun], drains: dict[str, dict[str, in
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "model.onnx")
-    parser.add_argument("--registration", type=Path, default=REPO / "models" / "registration.json")
-    parser.add_argument("--test-split", type=Path, default=REPO / "data" / "prepared" / "test.npz")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "digits" / "model.onnx")
+    parser.add_argument(
+        "--registration", type=Path, default=REPO / "models" / "digits" / "registration.json"
+    )
+    parser.add_argument(
+        "--test-split", type=Path, default=REPO / "models" / "digits" / "data/prepared/test.npz"
+    )
     parser.add_argument("--servers", default=",".join(ALL_SERVERS))
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--batch-concurrency", type=int, default=16, help="0 skips batches")

@@ -378,17 +378,16 @@ class ModelService:
     ) -> None:
         if self.sampler is not None:  # the inputs as received, before any injected degradation
             self.sampler.offer(rows, labels, started)
-        scale = model.features * model.pixel_max
         if labels.shape[0] == 1:  # scalar path: numpy reductions cost microseconds each
             label = int(labels[0])
             self.metrics.record_prediction(
-                label, probabilities.item(0, label), float(rows.sum()) / scale
+                label, probabilities.item(0, label), model.input_summary_of_one(rows)
             )
         else:
             # confidence = the probability of the predicted label; indexing is ~5x cheaper than
             # probabilities.max(axis=1), numpy's reduction along a short axis
             confidence = probabilities[np.arange(labels.shape[0]), labels]
-            self.metrics.record_batch(labels, confidence, rows.sum(axis=1) / scale)
+            self.metrics.record_batch(labels, confidence, model.input_summary(rows))
 
     def _check_target(self, model: LoadedModel, target: str) -> None:
         name, _, version = target.partition("/versions/")

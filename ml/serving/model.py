@@ -8,7 +8,6 @@ before it is served, so a bad file fails at start-up or at reload, never on a us
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import stat
 import tempfile
@@ -20,14 +19,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from pydantic import TypeAdapter, ValidationError
 
 from ml.onnx_runtime import open_session
 from ml.registration import RecordError, parse_record
+from ml.schema import InputSchema
 from ml.serving.config import DEFAULT_MODEL_NAME
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("probabilities", "label")
-DEFAULT_PIXEL_MAX = 16.0
+_SCHEMA: TypeAdapter[Any] = TypeAdapter(InputSchema)
 
 Floats = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -47,7 +48,10 @@ class LoadedModel:
     git_commit: str
     features: int
     num_classes: int
-    pixel_max: float
+    # the input metric: mean of each row's values scaled to [0, 1] by the record's input schema,
+    # as one dot product (rows @ weights + offset); without a schema, the plain mean
+    summary_weights: Floats
+    summary_offset: float
     source: str
     sha256: str
     record: dict[str, Any] = field(default_factory=dict)
@@ -57,8 +61,19 @@ class LoadedModel:
         probabilities, labels = self.session.run(OUTPUT_NAMES, {INPUT_NAME: rows})
         return probabilities, labels
 
+    def input_summary(self, rows: Floats) -> Floats:
+        """Each row's mean value scaled to [0, 1] by the declared input ranges."""
+        summary: Floats = rows @ self.summary_weights + self.summary_offset
+        return summary
+
+    def input_summary_of_one(self, rows: Floats) -> float:
+        """input_summary of a one-row batch as a float: np.vdot, measured ~1.9 us against ~4-7 us
+        for the matrix product or the former rows.sum() on this path."""
+        return float(np.vdot(rows, self.summary_weights)) + self.summary_offset
+
     def metadata(self) -> dict[str, Any]:
-        """The registration record (git commit, data hash, params, metrics) plus what is served."""
+        """The registration record (git commit, data hash, params, metrics, input schema, task)
+        plus what is served."""
         return {
             **self.record,
             "model_name": self.name,
@@ -69,7 +84,6 @@ class LoadedModel:
                 "onnx_sha256": self.sha256,
                 "features": self.features,
                 "num_classes": self.num_classes,
-                "pixel_max": self.pixel_max,
             },
         }
 
@@ -160,8 +174,9 @@ def load_file(
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"{path}: not a loadable ONNX model: {_first_line(exc)}") from exc
     features = _check_signature(session, path)
-    pixel_max = _pixel_max(record)
-    num_classes = _check_on_sample(session, path, features, pixel_max)
+    low, high = _input_bounds(record, features, path)
+    num_classes = _check_on_sample(session, path, low, high)
+    span = np.maximum(high - low, np.float32(1e-12))
     return LoadedModel(
         session=session,
         name=name or str(record.get("model_name") or DEFAULT_MODEL_NAME),
@@ -169,7 +184,8 @@ def load_file(
         git_commit=str(record.get("git_commit") or "unknown"),
         features=features,
         num_classes=num_classes,
-        pixel_max=pixel_max,
+        summary_weights=(1.0 / (features * span)).astype(np.float32),
+        summary_offset=float(-(low / span).sum() / features),
         source=source or str(path),
         sha256=sha256,
         record={**record, "loaded_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
@@ -199,17 +215,10 @@ def _check_signature(session: ort.InferenceSession, path: Path) -> int:
     return int(shape[1])
 
 
-def _check_on_sample(
-    session: ort.InferenceSession, path: Path, features: int, pixel_max: float
-) -> int:
+def _check_on_sample(session: ort.InferenceSession, path: Path, low: Floats, high: Floats) -> int:
     """Run a small batch and check shapes, normalisation and label = argmax before serving."""
-    sample = np.stack(
-        [
-            np.zeros(features, dtype=np.float32),
-            np.linspace(0.0, pixel_max, features, dtype=np.float32),
-            np.full(features, pixel_max / 2, dtype=np.float32),
-        ]
-    )
+    sample = np.stack([low, low + (high - low) * np.linspace(0.0, 1.0, len(low)), (low + high) / 2])
+    sample = sample.astype(np.float32)
     try:
         probabilities, labels = session.run(OUTPUT_NAMES, {INPUT_NAME: sample})
     except Exception as exc:  # a graph that loads can still fail to run (bad reshape, ...)
@@ -229,14 +238,22 @@ def _check_on_sample(
     return int(probabilities.shape[1])
 
 
-def _pixel_max(record: dict[str, Any]) -> float:
-    params = record.get("params")
-    data = params.get("data") if isinstance(params, dict) else None
-    value = data.get("pixel_max") if isinstance(data, dict) else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isfinite(value) and value > 0:
-            return float(value)
-    return DEFAULT_PIXEL_MAX
+def _input_bounds(record: dict[str, Any], features: int, path: Path) -> tuple[Floats, Floats]:
+    """Per-feature (low, high) of the record's input schema; [0, 1] without a schema."""
+    declared = record.get("input")
+    if declared is None:
+        return np.zeros(features, np.float32), np.ones(features, np.float32)
+    try:
+        schema = _SCHEMA.validate_python(declared)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: the registration record's input schema is invalid: {exc}")
+    if schema.feature_count != features:
+        raise ModelError(
+            f"{path}: takes {features} features, but the record's input schema declares"
+            f" {schema.feature_count}"
+        )
+    low, high = schema.bounds()
+    return low, high
 
 
 def _first_line(exc: BaseException) -> str:

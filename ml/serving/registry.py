@@ -7,6 +7,7 @@ importing mlflow (cold start). The store is the pipeline's (``ml.tracking``):
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -72,6 +73,10 @@ def fetch_registered_model(
             "params": dict(run.data.params) if run is not None else {},
             "metrics": dict(run.data.metrics) if run is not None else {},
         }
+        # the register stage tags each version with its input schema and task (JSON)
+        for key, tag in (("input", "input_schema"), ("task", "task")):
+            if found.tags.get(tag):
+                record[key] = json.loads(found.tags[tag])
     record.update(
         model_name=name,
         version=str(found.version),

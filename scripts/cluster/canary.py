@@ -38,6 +38,7 @@ import httpx
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ml.catalog import CatalogError, load_catalog
 from ml.registration import RecordError, read_record
 from scripts.cluster.control_plane import REPO_ROOT, ClusterError, Layout, State
 from scripts.cluster.images import build_image
@@ -45,6 +46,7 @@ from scripts.engines import component_version_of, program_path
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.rehearsal.analysis import parse_duration
 from scripts.rehearsal.canary import Outcome, Verdict
+from scripts.rehearsal.orchestrator import RehearsalSetupError, load_rows_from_split
 
 SERVING_DOCKERFILE = REPO_ROOT / "ml" / "serving" / "Dockerfile"
 ENGINE_NOTE = (
@@ -72,6 +74,8 @@ class Options:
     report_dir: Path = REPO_ROOT / "reports" / "canary"
     keep: bool = False
     first_deploy_only: bool = False
+    # the load: the model's own test split (scripts.rehearsal.orchestrator.load_rows_from_split)
+    load: Path | None = None
 
 
 @dataclass
@@ -193,10 +197,9 @@ def process_image(
     ref = f"{repository}:{tag or 'canary-' + digest.hexdigest()[:12]}"
     with tempfile.TemporaryDirectory(prefix="canary-model-") as folder:
         shutil.copy2(model, Path(folder) / "model.onnx")
-        if record.is_file():
-            shutil.copy2(record, Path(folder) / "registration.json")
-        else:
-            (Path(folder) / "registration.json").write_text("{}\n")
+        if not record.is_file():  # the image copies both files, as the real build does
+            raise CanaryError(f"{record}: no registration record beside {model.name}")
+        shutil.copy2(record, Path(folder) / "registration.json")
         build_image(
             SERVING_DOCKERFILE,
             REPO_ROOT,
@@ -387,7 +390,10 @@ class Canary:
             self.layout, repository, options.candidate_model, options.faults
         )
         self.say(f"process images: stable {stable_ref}, candidate {candidate_ref}")
-        return self.judge(objects, namespace, stable_ref, candidate_ref, _load_rows)
+        load = options.load or options.candidate_model.parent / "data/prepared/test.npz"
+        return self.judge(
+            objects, namespace, stable_ref, candidate_ref, lambda: load_rows_from_split(load)
+        )
 
     def judge(
         self,
@@ -622,12 +628,6 @@ class Canary:
         return "", ""
 
 
-def _load_rows() -> list[list[float]]:
-    from scripts.rehearsal.orchestrator import class_interleaved_digits
-
-    return class_interleaved_digits()
-
-
 # ---------------------------------------------------------------------------------------------
 # Reports
 
@@ -715,9 +715,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--overlay", type=Path, default=REPO_ROOT / "apps/digits-classifier/overlays/staging"
+        "--name",
+        default=None,
+        help="a model of models.yaml (default: the first); sets the defaults",
     )
-    parser.add_argument("--candidate-model", type=Path, default=REPO_ROOT / "models/model.onnx")
+    parser.add_argument("--overlay", type=Path, default=None, help="default: its app's staging")
+    parser.add_argument(
+        "--candidate-model", type=Path, default=None, help="default: the model folder's model.onnx"
+    )
+    parser.add_argument("--load", type=Path, default=None, help="default: its test split")
     parser.add_argument("--stable-model", type=Path, default=None, help="default: the candidate")
     parser.add_argument(
         "--namespace", default=None, help="default: the overlay's, suffixed with a run id"
@@ -729,10 +735,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canary-degrade", choices=("shuffle", "constant"), default=None)
     parser.add_argument("--manual-gates", choices=("pass", "stop"), default="pass")
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "canary")
+    parser.add_argument("--report-dir", type=Path, default=None, help="reports/canary/<name>")
     parser.add_argument("--keep", action="store_true", help="leave the namespace for inspection")
     parser.add_argument("--first-deploy-only", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        catalog = load_catalog(REPO_ROOT / "models.yaml")
+        entry = catalog.get(args.name) if args.name else catalog.entries[0]
+    except CatalogError as exc:
+        print(f"canary: {exc}", file=sys.stderr)
+        return 3
+    folder = REPO_ROOT / entry.folder
     faults = {
         key: str(value)
         for key, value in (
@@ -743,8 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None
     }
     options = Options(
-        overlay=args.overlay,
-        candidate_model=args.candidate_model,
+        overlay=args.overlay or REPO_ROOT / "apps" / entry.app / "overlays" / "staging",
+        candidate_model=args.candidate_model or folder / "model.onnx",
+        load=args.load or folder / "data" / "prepared" / "test.npz",
         stable_model=args.stable_model,
         namespace=args.namespace,
         time_factor=args.time_factor,
@@ -752,13 +766,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         manual_gates=args.manual_gates,
         timeout=args.timeout,
-        report_dir=args.report_dir,
+        report_dir=args.report_dir or REPO_ROOT / "reports" / "canary" / entry.name,
         keep=args.keep,
         first_deploy_only=args.first_deploy_only,
     )
     try:
         result = Canary(options).run()
-    except (CanaryError, ClusterError, ApiException, RecordError) as exc:
+    except (CanaryError, ClusterError, ApiException, RecordError, RehearsalSetupError) as exc:
         print(f"canary: {exc}", file=sys.stderr)
         return 3
     write_reports(result, options.report_dir)

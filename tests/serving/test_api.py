@@ -124,7 +124,7 @@ def test_metadata_is_the_registration_record_plus_what_is_served(client: AsgiCli
     assert meta["model_name"] == "digits-classifier" and meta["version"] == "7"
     assert meta["git_commit"] == "commit-7" and meta["data_hash"] == "d" * 64
     assert meta["metrics"]["accuracy"] == 0.97
-    assert meta["params"]["data"]["pixel_max"] == 16.0
+    assert meta["input"]["range"] == [0, 16] and meta["input"]["kind"] == "image"
     assert meta["served"]["features"] == 64 and meta["served"]["num_classes"] == 10
     assert meta["served"]["onnx_sha256"] == meta["onnx_sha256"]
     assert "loaded_at" in meta

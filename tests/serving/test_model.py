@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.serving.model import DEFAULT_PIXEL_MAX, ModelError, load_model
+from ml.serving.model import ModelError, load_model
 from ml.serving.registry import fetch_registered_model, parse_registry_uri
 
 from .conftest import digits_rows, make_onnx, write_registration
@@ -19,7 +19,10 @@ from .conftest import digits_rows, make_onnx, write_registration
 def test_load_reads_the_registration_record(model_dir: Path) -> None:
     model = load_model(str(model_dir / "model.onnx"))
     assert (model.name, model.version, model.git_commit) == ("digits-classifier", "7", "commit-7")
-    assert (model.features, model.num_classes, model.pixel_max) == (64, 10, 16.0)
+    assert (model.features, model.num_classes) == (64, 10)
+    # the input metric scales by the record's declared range [0, 16]
+    rows = np.stack([np.zeros(64), np.full(64, 16.0), np.full(64, 4.0)]).astype(np.float32)
+    assert model.input_summary(rows) == pytest.approx([0.0, 1.0, 0.25])
     probabilities, labels = model.predict(digits_rows(4))
     assert probabilities.shape == (4, 10) and probabilities.dtype == np.float32
     assert labels.dtype == np.int64 and labels.tolist() == probabilities.argmax(axis=1).tolist()
@@ -32,15 +35,44 @@ def test_load_without_a_record_uses_the_file_hash_as_version(tmp_path: Path) -> 
     model = load_model(str(path), name="tiny")
     assert model.name == "tiny" and model.version.startswith("sha256-")
     assert model.version[7:] == model.sha256[:12] and model.git_commit == "unknown"
-    assert (model.features, model.num_classes, model.pixel_max) == (16, 3, DEFAULT_PIXEL_MAX)
+    assert (model.features, model.num_classes) == (16, 3)
+    rows = np.stack([np.full(16, 2.0), np.arange(16)]).astype(np.float32)
+    assert model.input_summary(rows) == pytest.approx([2.0, 7.5])  # no schema: the plain mean
 
 
-def test_pixel_max_comes_from_the_record_params(tmp_path: Path) -> None:
-    path = make_onnx(tmp_path / "model.onnx", pixel_max=255.0)
-    write_registration(path, params={"data": {"pixel_max": 255}})
-    assert load_model(str(path)).pixel_max == 255.0
-    write_registration(path, params={"data": {"pixel_max": "big"}})
-    assert load_model(str(path)).pixel_max == DEFAULT_PIXEL_MAX
+def test_the_input_metric_scales_each_feature_by_its_declared_range(tmp_path: Path) -> None:
+    path = make_onnx(tmp_path / "model.onnx", features=3, classes=2)
+    features = [
+        {"name": "a", "range": [0, 1]},
+        {"name": "b", "range": [-10, 10]},
+        {"name": "c", "range": [100, 300]},
+    ]
+    schema = {"kind": "tabular", "features": features, "normalisation": "standardize"}
+    write_registration(path, input=schema)
+    model = load_model(str(path))
+    rows = np.array([[0, -10, 100], [1, 10, 300], [0.5, 0, 200]], dtype=np.float32)
+    assert model.input_summary(rows) == pytest.approx([0.0, 1.0, 0.5])
+    assert model.input_summary_of_one(rows[2:]) == pytest.approx(0.5)
+    assert model.metadata()["input"]["features"][1]["name"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        (
+            {"kind": "image", "shape": [4, 4], "range": [0, 1], "normalisation": "none"},
+            "declares 16",
+        ),
+        ({"kind": "image", "shape": [8, 8], "range": [1, 0], "normalisation": "none"}, "invalid"),
+    ],
+)
+def test_a_record_schema_the_model_cannot_take_is_refused(
+    tmp_path: Path, schema: dict[str, object], fragment: str
+) -> None:
+    path = make_onnx(tmp_path / "model.onnx")
+    write_registration(path, input=schema)
+    with pytest.raises(ModelError, match=fragment):
+        load_model(str(path))
 
 
 @pytest.mark.parametrize(
@@ -131,7 +163,7 @@ def test_registry_uris_resolve_through_mlflow(
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("serving", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_params({"data.pixel_max": 16.0})
+        mlflow.log_params({"seed": 42})
         mlflow.log_metric("accuracy", 0.93)
         mlflow.set_tag("mlflow.source.git.commit", "abc123")
         mlflow.onnx.log_model(
