@@ -152,8 +152,11 @@ image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models wit
 image-scan: ## trivy scan of IMAGE_KIND of the plan's models, failing on HIGH/CRITICAL (CI image only)
 	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
 
-release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production branch, alias, CHANGELOG
-	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push)
+# In CI (CI=true, set by GitLab and by the Jenkinsfile) the release is made on the default branch's
+# tip and pushed inside its transaction; it needs MLFLOW_TRACKING_URI (the team's registry).
+release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production branch, alias, CHANGELOG (ALLOW_DOWNGRADE=1: a rollback)
+	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push) \
+		$(if $(ALLOW_DOWNGRADE),--allow-downgrade)
 
 promote: $(READY) ## TAG=<app>/vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote
