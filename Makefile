@@ -149,7 +149,7 @@ kubeconform: $(READY) ## only the real kubeconform -strict on every rendered tar
 image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models with kaniko (CI image only)
 	sh scripts/ci/build_image.sh $(IMAGE_KIND)
 
-image-scan: ## trivy scan of IMAGE_KIND of the plan's models, failing on HIGH/CRITICAL (CI image only)
+image-scan: ## trivy scan of IMAGE_KIND of the plan's models: exit 1 on HIGH/CRITICAL with a fix, 3 if it cannot scan
 	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
 
 # In CI (CI=true, set by GitLab and by the Jenkinsfile) the release is made on the default branch's
