@@ -95,13 +95,18 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train ci-plan ci-rehearse cml-runner report mr-report manifests-ci kubeconform image-build \
+.PHONY: tests ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
 	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
 CML_CLOUD_TYPE  ?= g4dn.xlarge
-CML_IDLE        ?= 1800
+CML_IDLE        ?= 300
+# CML is not in our images (its own are Python 3.8): `make cml` installs the newest 0.20.x from
+# npm into the job (Node from the bootstrap's apt packages). Nothing here can reach it: tests use
+# a stand-in.
+CML_VERSION     ?= 0.20
+CML             ?= cml
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
 
@@ -127,16 +132,22 @@ ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (u
 propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
 	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
-cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
-	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
-		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE) --single
+cml: ## CI: install the pinned CML CLI (npm) unless the job already has it
+	command -v $(CML) >/dev/null 2>&1 || { command -v npm >/dev/null 2>&1 || scripts/bootstrap.sh; \
+	  npm install -g --no-audit --no-fund "@dvcorg/cml@$(CML_VERSION)"; }
+
+# no --single: CML registers the runner for untagged jobs too, and another job taking a one-job
+# runner would leave train pending; the short idle timeout bounds what a cancelled train costs
+cml-runner: cml ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
+	$(CML) runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
+		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE)
 
 report: $(READY) ## merge-request report vs BASE (default: MR target or main): a section per changed model
 	$(PY) -m scripts.report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
 
-mr-report: $(READY) ## build the report, post/update it on the MR with cml, fail if a gate fails
+mr-report: $(READY) cml ## build the report, post/update it on the MR with cml, fail if a gate fails
 	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
-	cml comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
+	$(CML) comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
 	exit $$status
 
 manifests-ci: manifests ## validate, then write the rendered YAML (an artifact for reviewers)
