@@ -114,9 +114,10 @@ tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), n
 	@mkdir -p .bench
 	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
-ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push
+ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push; RETRAIN=true: new data or seed first (scripts/retrain.py)
 	targets="$$($(MODELS_CLI) pipelines --ci train "$(MODEL)")"; \
 	if [ -z "$$targets" ]; then echo "ci-train: no model's pipeline changed: nothing to train"; exit 0; fi; \
+	if [ "$${RETRAIN:-}" = true ]; then $(PY) -m scripts.retrain "$$($(MODELS_CLI) names --ci train "$(MODEL)")"; fi; \
 	$(BIN)/dvc repro --pull $$targets; \
 	$(BIN)/dvc push --run-cache $$targets
 

@@ -24,6 +24,7 @@ EXPECTED = {
     "a_retraining_build_trains_the_named_model_and_proposes_it",
     "every_stage_that_runs_make_has_the_plan_and_model_it_reads",
     "an_unstash_with_no_stash_before_it_fails_the_build",
+    "a_stage_that_forgets_an_unstash_is_caught",
     "an_input_inside_an_agent_is_caught",
     "jenkins_runs_the_commands_gitlab_runs",
 }

@@ -43,6 +43,7 @@ class DeclarativeModel {
         String stage
         String agent
         Map<String, String> env
+        Set<String> workspace  // the stashes this agent's workspace held when it ran
     }
 
     Stage root = new Stage(name: 'pipeline')
@@ -210,7 +211,8 @@ class DeclarativeModel {
 
     // ---- steps, called through JenkinsPipelineUnit's interception --------------------------
     void sh(String command) {
-        shells << new Shell(command: command, stage: currentStage, agent: currentAgent, env: currentEnv)
+        shells << new Shell(command: command, stage: currentStage, agent: currentAgent, env: currentEnv,
+                workspace: new HashSet<String>(workspace))
     }
 
     void stash(Map args) {

@@ -124,12 +124,33 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void every_stage_that_runs_make_has_the_plan_and_model_it_reads() {
         // a fresh workspace per agent: the plan and model must be unstashed where they are read
+        def needsPlan = /ci-train|model-pull|build_image|scan_image|ci-rehearse|perf-gate|mr-report|propose/
+        def needsModel = /build_image|ci-rehearse|perf-gate|mr-report|propose/
         for (scenario in [MR_TRAINING, MR_DOCS, MAIN, TAG, RETRAIN]) {
             setUp()
             def m = build(scenario)
-            m.shells.findAll { it.command =~ /ci-train|model-pull|build_image|scan_image|ci-rehearse|perf-gate|mr-report|propose/ }
-                    .each { assert helper.callStack.any { c -> c.methodName == 'unstash' && c.args[0] == 'plan' } }
+            m.shells.findAll { it.command =~ needsPlan }.each { assert 'plan' in it.workspace, it.command }
+            m.shells.findAll { it.command =~ needsModel }.each { assert 'model' in it.workspace, it.command }
+            m.shells.findAll { it.command == 'make mr-report' }.each { assert 'rehearsal' in it.workspace }
         }
+    }
+
+    @Test
+    void a_stage_that_forgets_an_unstash_is_caught() {
+        // rehearse without the model (issue 19: exit 3 on Jenkins)
+        String broken = JENKINSFILE.text.replaceFirst(
+                /(?s)(stage\('rehearse'\).*?)unstash 'model'\n/, '$1')
+        try {
+            every_stage_with(broken)
+            assert false, 'rehearse ran without the model and nothing noticed'
+        } catch (AssertionError e) {
+            assert e.message.contains('make ci-rehearse')
+        }
+    }
+
+    void every_stage_with(String text) {
+        def m = build(MAIN, text)
+        m.shells.findAll { it.command =~ /ci-rehearse/ }.each { assert 'model' in it.workspace, it.command }
     }
 
     @Test
