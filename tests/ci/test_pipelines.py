@@ -189,7 +189,8 @@ TAGS = [
 def test_the_pipeline_admits_exactly_the_tags_the_release_accepts() -> None:
     """Issue 19 #6: `v01.2.3` built and pushed `:01.2.3`, then the release refused it. The
     workflow rule's regex (RE2 and JavaScript alike; Python's `re` reads this subset the same)
-    against scripts/release.py's SEMVER."""
+    against scripts/release.py's SEMVER. Read from the file, not through gitlab-ci-local: its
+    `--list` (4.60) ignores `workflow:rules` (a tag `foo` lists every job)."""
     from scripts.release import SEMVER
 
     rules = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["workflow"]["rules"]
@@ -199,24 +200,6 @@ def test_the_pipeline_admits_exactly_the_tags_the_release_accepts() -> None:
         prefix_ok = re.fullmatch(r"([a-z0-9][a-z0-9-]*/)?", tag[: tag.rfind("/") + 1]) is not None
         expected = prefix_ok and SEMVER.match(tag.rsplit("/", 1)[-1]) is not None
         assert (pattern.match(tag) is not None) == expected, tag
-
-
-def test_a_tag_with_a_leading_zero_starts_no_pipeline(glcl: str, tmp_path: Path) -> None:
-    repo, _ = scratch(tmp_path, append("README.md", "\n"))
-    bad = listed_or_none(glcl, repo, "CI_COMMIT_TAG=digits-classifier/v01.2.3", "CI_COMMIT_BRANCH=")
-    assert bad is None
-    assert "release" in listed(
-        glcl, repo, "CI_COMMIT_TAG=digits-classifier/v1.2.3-rc.1", "CI_COMMIT_BRANCH="
-    )
-
-
-def listed_or_none(glcl: str, cwd: Path, *variables: str) -> dict[str, str] | None:
-    """As listed(); None when the workflow rules start no pipeline at all."""
-    args = [a for v in variables for a in ("--variable", v)]
-    result = subprocess.run([glcl, "--list", *args], cwd=cwd, capture_output=True, text=True)
-    if "name " not in result.stdout:
-        return None
-    return listed(glcl, cwd, *variables)
 
 
 def test_schema_errors_are_caught(glcl: str, tmp_path: Path) -> None:
