@@ -39,7 +39,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from datetime import date
@@ -452,6 +452,24 @@ def on_default_branch(repo: Path, remote: str) -> str:
     return tip
 
 
+# git asks this helper for the push credentials: the token never appears on a command line
+_CREDENTIAL_HELPER = '!f() { echo username=oauth2; echo "password=${GIT_PUSH_TOKEN}"; }; f'
+
+
+def configure_push(repo: Path, remote: str, env: Mapping[str, str]) -> None:
+    """GitLab clones with the job token in the remote's URL, and that token cannot push. With
+    GIT_PUSH_TOKEN set, pushes go to the project's plain URL (CI_SERVER_URL/CI_PROJECT_PATH)
+    and git gets the token from a credential helper. This clone's config only; fetches keep
+    the job's URL. Without the token (Jenkins: the job's own Git credentials), nothing changes."""
+    token, server, project = (
+        env.get(k) for k in ("GIT_PUSH_TOKEN", "CI_SERVER_URL", "CI_PROJECT_PATH")
+    )
+    if not token or not server or not project:
+        return
+    git(repo, "remote", "set-url", "--push", remote, f"{server.rstrip('/')}/{project}.git")
+    git(repo, "config", "credential.helper", _CREDENTIAL_HELPER)
+
+
 def require_tracking_server() -> None:
     """CI must look the model up in the team's registry: the runner's own SQLite store is empty
     (a fresh clone), so without MLFLOW_TRACKING_URI the lookup could only fail, later and
@@ -494,6 +512,7 @@ def release_in_ci(repo: Path, args: argparse.Namespace) -> list[str]:
     """The CI release: on the remote default branch's tip, pushed within the transaction; a
     push refused because the branch moved is rolled back and retried from the new tip."""
     require_tracking_server()
+    configure_push(repo, args.remote, os.environ)
     tagged = git(repo, "rev-parse", "HEAD")
     entry, _ = model_of(repo, args.tag)
     registration = repo / (args.registration or f"{entry.folder}/registration.json")
@@ -556,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo = Path(args.repo).resolve()
     try:
         if args.promote:
+            configure_push(repo, args.remote, os.environ)
             registration = repo / args.registration if args.registration else None
             plan = build_plan(repo, args.tag, registration, date.today(), allow_downgrade=True)
             print(f"release: {promote(repo, plan, args.remote)}")

@@ -346,6 +346,24 @@ def test_push_publishes_staging_commit(repo: Path, ci: Path) -> None:
     assert ALIASES[(DIGITS, "staging")] == "3"
 
 
+def test_ci_pushes_with_the_push_token_not_the_job_token(
+    repo: Path, ci: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """GitLab's clone URL carries the job token, which cannot push: with GIT_PUSH_TOKEN the
+    push goes to the project's plain URL, the token coming from a credential helper."""
+    monkeypatch.setenv("GIT_PUSH_TOKEN", "push-secret")
+    monkeypatch.setenv("CI_SERVER_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("CI_PROJECT_PATH", "remote")
+    git(repo, "remote", "set-url", "origin", str(ci))  # fetches keep the job's URL
+    assert release.main([f"{DIGITS}/v1.7.2", "--push"]) == 0
+    assert (
+        git(repo, "remote", "get-url", "--push", "origin").strip()
+        == f"file://{tmp_path}/remote.git"
+    )
+    assert "push-secret" not in (repo / ".git" / "config").read_text()
+    assert "newTag: 1.7.2" in git(ci, "show", f"main:{STAGING}")
+
+
 def test_ci_release_without_a_tracking_server_is_refused(
     repo: Path, ci: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
