@@ -460,7 +460,8 @@ def configure_push(repo: Path, remote: str, env: Mapping[str, str]) -> None:
     """GitLab clones with the job token in the remote's URL, and that token cannot push. With
     GIT_PUSH_TOKEN set, pushes go to the project's plain URL (CI_SERVER_URL/CI_PROJECT_PATH)
     and git gets the token from a credential helper. This clone's config only; fetches keep
-    the job's URL. Without the token (Jenkins: the job's own Git credentials), nothing changes."""
+    the job's URL (on Jenkins, whose checkout leaves no credentials, the helper answers them
+    too). Without the token, nothing changes."""
     token, server, project = (
         env.get(k) for k in ("GIT_PUSH_TOKEN", "CI_SERVER_URL", "CI_PROJECT_PATH")
     )

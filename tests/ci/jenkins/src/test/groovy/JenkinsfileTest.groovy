@@ -96,6 +96,10 @@ class JenkinsfileTest extends BasePipelineTest {
         // CI=true makes `make release` push; the registry lookup and the push need these
         assert release.env.CI == 'true' && release.env.TAG_NAME == 'digits-classifier/v1.2.3'
         assert release.env.MLFLOW_TRACKING_TOKEN && release.env.GIT_PUSH_TOKEN
+        // scripts/release.py configure_push: the push URL and the token's credential helper
+        assert release.env.CI_SERVER_URL && release.env.CI_PROJECT_PATH
+        def promote = m.shells.find { it.command.startsWith('make promote') }
+        assert promote.env.GIT_PUSH_TOKEN && promote.env.CI_SERVER_URL
         assert m.inputs.size() == 1
         def wait = m.inputs[0]
         assert wait.stage == 'promote' && wait.agent == null, "input holds agent ${wait.agent}"
