@@ -103,7 +103,7 @@ CML_REGION      ?= us-west
 CML_CLOUD_TYPE  ?= g4dn.xlarge
 CML_IDLE        ?= 300
 # CML is not in our images (its own are Python 3.8): `make cml` installs the newest 0.20.x from
-# npm into the job (Node from the bootstrap's apt packages). Nothing here can reach it: tests use
+# npm into the job (Node from Debian's packages). Nothing here can reach it: tests use
 # a stand-in.
 CML_VERSION     ?= 0.20
 CML             ?= cml
@@ -134,7 +134,9 @@ propose-retrain: ## commit the retrained models' lock files and outputs on a bra
 	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
 cml: ## CI: install the pinned CML CLI (npm) unless the job already has it
-	command -v $(CML) >/dev/null 2>&1 || { command -v npm >/dev/null 2>&1 || scripts/bootstrap.sh; \
+	@# launch-runner needs only Node, not the whole bootstrap (torch): Debian's nodejs/npm
+	command -v $(CML) >/dev/null 2>&1 || { command -v npm >/dev/null 2>&1 || { \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }; \
 	  npm install -g --no-audit --no-fund "@dvcorg/cml@$(CML_VERSION)"; }
 
 # no --single: CML registers the runner for untagged jobs too, and another job taking a one-job

@@ -91,3 +91,31 @@ def test_the_bootstrap_refuses_an_old_python(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)},
     )
     assert result.returncode == 2 and "needs Python >= 3.11, found 3.8" in result.stderr
+
+
+def test_make_cml_installs_the_pinned_cli_with_npm(tmp_path: Path) -> None:
+    """CML is not in our images: `make cml` installs it from npm (a recording stand-in here: the
+    npm registry has no CML package reachable from these machines)."""
+    import os
+    import subprocess
+
+    log = tmp_path / "npm.log"
+    npm = tmp_path / "npm"
+    npm.write_text(f'#!/bin/sh\necho "npm stand-in (tests/ci): $*" >>{log}\n')
+    npm.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "cml", "CML=cml-not-installed"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "install -g --no-audit --no-fund @dvcorg/cml@0.20" in log.read_text()
+    present = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), "cml", "CML=true"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert present.returncode == 0 and log.read_text().count("install") == 1
