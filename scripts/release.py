@@ -187,7 +187,7 @@ def refuse_downgrade(tag: str, version: str, shipped: list[str]) -> None:
         )
 
 
-def load_record(path: Path, entry: ModelEntry) -> RegistrationRecord:
+def load_record(path: Path) -> RegistrationRecord:
     if not path.is_file():
         raise ReleaseError(f"{path}: no registration record (run `make pipeline` first)")
     try:
@@ -209,7 +209,7 @@ def build_plan(
     entry, image_tag = model_of(repo, tag)
     registration = registration or repo / entry.folder / "registration.json"
     if record is None:
-        record = load_record(registration, entry)
+        record = load_record(registration)
     if record.model_name != entry.registered_model:
         raise ReleaseError(
             f"{registration}: records model {record.model_name!r}, but models.yaml registers"
@@ -517,7 +517,7 @@ def release_in_ci(repo: Path, args: argparse.Namespace) -> list[str]:
     tagged = git(repo, "rev-parse", "HEAD")
     entry, _ = model_of(repo, args.tag)
     registration = repo / (args.registration or f"{entry.folder}/registration.json")
-    record = load_record(registration, entry)  # the tagged commit's model
+    record = load_record(registration)  # the tagged commit's model
     try:
         for attempt in range(1, args.attempts + 1):
             tip = on_default_branch(repo, args.remote)
