@@ -95,13 +95,18 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train ci-plan ci-rehearse cml-runner report mr-report manifests-ci kubeconform image-build \
+.PHONY: tests ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
 	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
 CML_CLOUD_TYPE  ?= g4dn.xlarge
-CML_IDLE        ?= 1800
+CML_IDLE        ?= 300
+# CML is not in our images (its own are Python 3.8): `make cml` installs the newest 0.20.x from
+# npm into the job (Node from Debian's packages). Nothing here can reach it: tests use
+# a stand-in.
+CML_VERSION     ?= 0.20
+CML             ?= cml
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
 
@@ -109,9 +114,10 @@ tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), n
 	@mkdir -p .bench
 	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
-ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push
+ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push; RETRAIN=true: new data or seed first (scripts/retrain.py)
 	targets="$$($(MODELS_CLI) pipelines --ci train "$(MODEL)")"; \
 	if [ -z "$$targets" ]; then echo "ci-train: no model's pipeline changed: nothing to train"; exit 0; fi; \
+	if [ "$${RETRAIN:-}" = true ]; then $(PY) -m scripts.retrain "$$($(MODELS_CLI) names --ci train "$(MODEL)")"; fi; \
 	$(BIN)/dvc repro --pull $$targets; \
 	$(BIN)/dvc push --run-cache $$targets
 
@@ -127,16 +133,24 @@ ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (u
 propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
 	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
-cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
-	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
-		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE) --single
+cml: ## CI: install the pinned CML CLI (npm) unless the job already has it
+	@# launch-runner needs only Node, not the whole bootstrap (torch): Debian's nodejs/npm
+	command -v $(CML) >/dev/null 2>&1 || { command -v npm >/dev/null 2>&1 || { \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }; \
+	  npm install -g --no-audit --no-fund "@dvcorg/cml@$(CML_VERSION)"; }
+
+# no --single: CML registers the runner for untagged jobs too, and another job taking a one-job
+# runner would leave train pending; the short idle timeout bounds what a cancelled train costs
+cml-runner: cml ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
+	$(CML) runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
+		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE)
 
 report: $(READY) ## merge-request report vs BASE (default: MR target or main): a section per changed model
 	$(PY) -m scripts.report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
 
-mr-report: $(READY) ## build the report, post/update it on the MR with cml, fail if a gate fails
+mr-report: $(READY) cml ## build the report, post/update it on the MR with cml, fail if a gate fails
 	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
-	cml comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
+	$(CML) comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
 	exit $$status
 
 manifests-ci: manifests ## validate, then write the rendered YAML (an artifact for reviewers)
@@ -149,11 +163,14 @@ kubeconform: $(READY) ## only the real kubeconform -strict on every rendered tar
 image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models with kaniko (CI image only)
 	sh scripts/ci/build_image.sh $(IMAGE_KIND)
 
-image-scan: ## trivy scan of IMAGE_KIND of the plan's models, failing on HIGH/CRITICAL (CI image only)
+image-scan: ## trivy scan of IMAGE_KIND of the plan's models: exit 1 on HIGH/CRITICAL with a fix, 3 if it cannot scan
 	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
 
-release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production branch, alias, CHANGELOG
-	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push)
+# In CI (CI=true, set by GitLab and by the Jenkinsfile) the release is made on the default branch's
+# tip and pushed inside its transaction; it needs MLFLOW_TRACKING_URI (the team's registry).
+release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production branch, alias, CHANGELOG (ALLOW_DOWNGRADE=1: a rollback)
+	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push) \
+		$(if $(ALLOW_DOWNGRADE),--allow-downgrade)
 
 promote: $(READY) ## TAG=<app>/vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote

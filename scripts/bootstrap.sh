@@ -8,6 +8,14 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 STAMP=$VENV/.bootstrap-stamp
 
+# The package needs Python >= 3.11 (pyproject.toml): say so first, not after minutes of pip (a CI
+# image with an older Python, e.g. CML's Ubuntu 20.04 ones with 3.8, fails here; docs/CI.md).
+have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+case "$have" in
+  3.1[1-9] | 3.[2-9][0-9] | [4-9].*) ;;
+  *) echo "bootstrap: needs Python >= 3.11, found $have ($PYTHON); set PYTHON=python3.11" >&2; exit 2 ;;
+esac
+
 # System packages the checks need (one per line in system-packages.txt, '# ...' comments allowed).
 missing=()
 while read -r pkg; do

@@ -14,9 +14,20 @@ every check passed:
    validates the rendered overlay, and commits both on the current branch;
 3. prepares the production change as a commit on its own branch `release/<tag>-production`
    (never on the current branch: production is a reviewed merge request);
-4. moves the MLflow alias `staging` of that app's registered model, and no other.
-A failure at any step puts back every file, commit, branch and alias it had changed. A second run
-with the same tag changes nothing. `--dry-run` prints the diffs and the plan, and changes nothing.
+4. moves the MLflow alias `staging` of that app's registered model, and no other;
+5. with `--push` (CI): publishes the staging commit to the default branch.
+A failure at any step, the push included, puts back every file, commit, branch and alias it had
+changed. A second run with the same tag changes nothing. `--dry-run` prints the diffs and the
+plan, and changes nothing. A version below the one staging runs is refused (a downgrade) unless
+`--allow-downgrade` says it is a deliberate rollback.
+
+In CI (`--push`) the release is made on top of the remote default branch, not on the tag's commit:
+the tag usually lies behind the branch's tip, and a commit on it could never be pushed. The
+tagged commit must be on that branch. The model (registration record) is the tagged commit's; the
+overlays and CHANGELOG are the branch tip's. If the branch moves while the release runs (the push
+is refused), everything is rolled back and the release starts again from the new tip, up to
+`--attempts` times. The registry is the team's tracking server: CI without MLFLOW_TRACKING_URI is
+refused before anything changes (a runner's local SQLite store holds no team's model).
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import date
 from pathlib import Path
 
+import semver
 from ruamel.yaml import YAML
 
 from ml.catalog import CatalogError, ModelEntry, load_catalog
@@ -50,6 +63,10 @@ GIT_ID = ["-c", "user.name=release-bot", "-c", "user.email=release-bot@example.c
 
 class ReleaseError(RuntimeError):
     """The release cannot go ahead; the message says why and what to do."""
+
+
+class PushRejected(ReleaseError):
+    """The remote branch moved while the release ran: roll back, then try again from its tip."""
 
 
 @dataclass
@@ -147,15 +164,52 @@ def with_changelog(old: str, app: str, entry: str, tag: str) -> str:
     return "".join(lines)
 
 
-def build_plan(repo: Path, tag: str, registration: Path | None, today: date) -> Plan:
-    entry, image_tag = model_of(repo, tag)
-    registration = registration or repo / entry.folder / "registration.json"
-    if not registration.is_file():
-        raise ReleaseError(f"{registration}: no registration record (run `make pipeline` first)")
+def released_versions(staging_text: str, changelog: str, entry: ModelEntry) -> list[str]:
+    """Versions this app has shipped: the service image tag staging runs and every `### <tag>`
+    heading of the app's CHANGELOG entries (anything not semver, e.g. `latest`, is skipped)."""
+    found: list[str] = []
+    images = YAML(typ="safe").load(staging_text).get("images") or []
+    found += [str(i.get("newTag", "")) for i in images if i.get("name") == entry.serving_image]
+    prefix = re.escape(entry.tag_prefix)
+    found += re.findall(rf"^### {prefix}v(\S+) ", changelog, flags=re.M)
+    return [v.replace("_", "+") for v in found if semver.Version.is_valid(v.replace("_", "+"))]
+
+
+def refuse_downgrade(tag: str, version: str, shipped: list[str]) -> None:
+    """A release below a version already shipped would move staging back and list the older
+    version above the newer one: refused unless the caller says it is a rollback."""
+    newer = [v for v in shipped if semver.Version.parse(v).compare(version) > 0]
+    if newer:
+        top = max(newer, key=semver.Version.parse)
+        raise ReleaseError(
+            f"{tag} is older than {top}, already released: a downgrade. Pass --allow-downgrade"
+            " (make release ALLOW_DOWNGRADE=1) to roll staging back deliberately"
+        )
+
+
+def load_record(path: Path) -> RegistrationRecord:
+    if not path.is_file():
+        raise ReleaseError(f"{path}: no registration record (run `make pipeline` first)")
     try:
-        record = read_record(registration)
+        return read_record(path)
     except RecordError as error:
         raise ReleaseError(str(error)) from None
+
+
+def build_plan(
+    repo: Path,
+    tag: str,
+    registration: Path | None,
+    today: date,
+    record: RegistrationRecord | None = None,
+    allow_downgrade: bool = False,
+) -> Plan:
+    """What the release would change. `record`: the model, when it was read elsewhere (CI reads
+    it at the tagged commit and plans against the default branch's tip)."""
+    entry, image_tag = model_of(repo, tag)
+    registration = registration or repo / entry.folder / "registration.json"
+    if record is None:
+        record = load_record(registration)
     if record.model_name != entry.registered_model:
         raise ReleaseError(
             f"{registration}: records model {record.model_name!r}, but models.yaml registers"
@@ -169,11 +223,13 @@ def build_plan(repo: Path, tag: str, registration: Path | None, today: date) -> 
             raise ReleaseError(f"{overlays / env / 'kustomization.yaml'}: missing")
     staging = overlays / "staging" / "kustomization.yaml"
     old = staging.read_text()
+    changelog = repo / "CHANGELOG.md"
+    old_log = changelog.read_text() if changelog.exists() else ""
+    if not allow_downgrade:
+        refuse_downgrade(tag, image_tag.replace("_", "+"), released_versions(old, old_log, entry))
     new = release_images(old, entry, image_tag, staging)
     if new != old:
         plan.changes[staging] = (old, new)
-    changelog = repo / "CHANGELOG.md"
-    old_log = changelog.read_text() if changelog.exists() else ""
     new_log = with_changelog(old_log, app, changelog_entry(plan, today), tag)
     if new_log != old_log:
         plan.changes[changelog] = (old_log, new_log)
@@ -260,14 +316,19 @@ def apply(
     validate: Callable[[Path, Path], None] = default_validate,
     set_alias: Callable[[str, str, str], str | None] = default_set_alias,
     find_version: Callable[[str, str], str] = default_find_version,
+    publish: Callable[[Path], str] | None = None,
+    restore: Callable[[str, str, str | None], None] = restore_alias,
 ) -> list[str]:
-    """Carry out the plan; on any failure undo every step already taken, then re-raise."""
+    """Carry out the plan, then `publish` it (the push, in CI); on any failure, the push's
+    included, undo every step already taken (files, commit, branch, alias), then re-raise."""
     model_name = plan.record.model_name
     version = find_version(model_name, plan.record.onnx_sha256)  # before anything changes
     done: list[str] = []
     head = git(repo, "rev-parse", "HEAD")
     branch = f"release/{plan.tag}-production"
     created_branch = False
+    alias_moved = False
+    previous: str | None = None
     created_files = {path for path in plan.changes if not path.exists()}
     try:
         for path, (_, new) in plan.changes.items():
@@ -292,14 +353,19 @@ def apply(
                 f"prepared production change on branch {branch} (open it as a merge request)"
             )
         previous = set_alias(model_name, version, "staging")
-        if previous != version:
+        alias_moved = previous != version
+        if alias_moved:
             done.append(f"MLflow alias {model_name}@staging -> version {version}")
+        if publish is not None:
+            done.append(publish(repo))
     except BaseException:
         git(repo, "reset", "-q", "--hard", head, check=False)
         for path, (old, _) in plan.changes.items():
             path.unlink(missing_ok=True) if path in created_files else write_text(path, old)
         if created_branch:
             git(repo, "branch", "-D", branch, check=False)
+        if alias_moved:
+            restore(model_name, "staging", previous)
         raise
     return done
 
@@ -343,11 +409,79 @@ def default_branch() -> str:
     return os.environ.get("CI_DEFAULT_BRANCH", "main")
 
 
-def push_release(repo: Path, remote: str) -> str:
-    """Publish the staging commit to the default branch (CI runs on the tag's detached HEAD)."""
+def push_release(repo: Path, remote: str, expected: str) -> str:
+    """Publish the staging commit to the default branch, only if the branch is still at
+    `expected` (the tip the release was made on): a lease, so a concurrent push is never
+    overwritten and a moved branch is reported as PushRejected, not as a half-done release."""
     target = default_branch()
-    git(repo, "push", remote, f"HEAD:refs/heads/{target}")
+    result = subprocess.run(
+        [
+            "git",
+            *GIT_ID,
+            "push",
+            "--porcelain",
+            f"--force-with-lease=refs/heads/{target}:{expected}",
+            remote,
+            f"HEAD:refs/heads/{target}",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        detail = (result.stdout + result.stderr).strip()
+        if re.search(r"stale info|non-fast-forward|fetch first|rejected", detail):
+            raise PushRejected(f"{remote}/{target} moved while the release ran: {detail}")
+        raise ReleaseError(f"git push {remote} HEAD:{target} failed: {detail}")
     return f"pushed the staging change to {remote}/{target}"
+
+
+def on_default_branch(repo: Path, remote: str) -> str:
+    """Fetch the remote default branch and check the tagged commit (HEAD) is on it; check its tip
+    out (detached) and return that tip. The release commit goes on top of it."""
+    target = default_branch()
+    tagged = git(repo, "rev-parse", "HEAD")
+    git(repo, "fetch", "-q", remote, f"+refs/heads/{target}:refs/remotes/{remote}/{target}")
+    tip = git(repo, "rev-parse", f"refs/remotes/{remote}/{target}")
+    if subprocess.run(["git", "merge-base", "--is-ancestor", tagged, tip], cwd=repo).returncode:
+        raise ReleaseError(
+            f"the tagged commit {tagged[:12]} is not on {remote}/{target}: release tags must be"
+            f" made on {target}"
+        )
+    git(repo, "checkout", "-q", "--detach", tip)
+    return tip
+
+
+# git asks this helper for the push credentials: the token never appears on a command line
+_CREDENTIAL_HELPER = '!f() { echo username=oauth2; echo "password=${GIT_PUSH_TOKEN}"; }; f'
+
+
+def configure_push(repo: Path, remote: str, env: Mapping[str, str]) -> None:
+    """GitLab clones with the job token in the remote's URL, and that token cannot push. With
+    GIT_PUSH_TOKEN set, pushes go to the project's plain URL (CI_SERVER_URL/CI_PROJECT_PATH)
+    and git gets the token from a credential helper. This clone's config only; fetches keep
+    the job's URL (on Jenkins, whose checkout leaves no credentials, the helper answers them
+    too). Without the token, nothing changes."""
+    token, server, project = (
+        env.get(k) for k in ("GIT_PUSH_TOKEN", "CI_SERVER_URL", "CI_PROJECT_PATH")
+    )
+    if not token or not server or not project:
+        return
+    git(repo, "remote", "set-url", "--push", remote, f"{server.rstrip('/')}/{project}.git")
+    git(repo, "config", "credential.helper", _CREDENTIAL_HELPER)
+
+
+def require_tracking_server() -> None:
+    """CI must look the model up in the team's registry: the runner's own SQLite store is empty
+    (a fresh clone), so without MLFLOW_TRACKING_URI the lookup could only fail, later and
+    obscurely."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ReleaseError(
+            "MLFLOW_TRACKING_URI is not set: a CI release finds the model's registry version on"
+            " the team's MLflow server by the ONNX sha256 register tagged it with. Set"
+            " MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN or _USERNAME/_PASSWORD) as CI"
+            " variables (README, CI section)"
+        )
 
 
 def promote(repo: Path, plan: Plan, remote: str) -> str:
@@ -375,6 +509,42 @@ def promote(repo: Path, plan: Plan, remote: str) -> str:
     return f"pushed {branch} to {remote}; its merge request into {target} awaits review"
 
 
+def release_in_ci(repo: Path, args: argparse.Namespace) -> list[str]:
+    """The CI release: on the remote default branch's tip, pushed within the transaction; a
+    push refused because the branch moved is rolled back and retried from the new tip."""
+    require_tracking_server()
+    configure_push(repo, args.remote, os.environ)
+    tagged = git(repo, "rev-parse", "HEAD")
+    entry, _ = model_of(repo, args.tag)
+    registration = repo / (args.registration or f"{entry.folder}/registration.json")
+    record = load_record(registration)  # the tagged commit's model
+    try:
+        for attempt in range(1, args.attempts + 1):
+            tip = on_default_branch(repo, args.remote)
+            plan = build_plan(repo, args.tag, None, date.today(), record, args.allow_downgrade)
+            try:
+                return apply(
+                    repo,
+                    plan,
+                    validate=default_validate,
+                    set_alias=default_set_alias,
+                    find_version=default_find_version,
+                    publish=partial(push_release, remote=args.remote, expected=tip),
+                    restore=restore_alias,
+                )
+            except PushRejected as error:
+                if attempt == args.attempts:
+                    raise ReleaseError(
+                        f"{error}\nrolled back (commit, production branch, MLflow alias) after"
+                        f" {attempt} attempt(s): re-run the release job"
+                    ) from None
+                print(f"release: {error}: rolled back; attempt {attempt + 1} from the new tip")
+    finally:
+        git(repo, "checkout", "-q", "--detach", tagged, check=False)
+        # the production branch was made from the default branch's tip, not the tag: keep it
+    raise AssertionError("unreachable")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -387,47 +557,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repo", default=".", help="repository root (default: cwd)")
     parser.add_argument("--dry-run", action="store_true", help="print the diffs; change nothing")
-    parser.add_argument("--push", action="store_true", help="push the staging commit (CI)")
+    parser.add_argument(
+        "--push",
+        action="store_true",
+        help="CI: release on the remote default branch's tip, push it (needs MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument("--attempts", type=int, default=3, help="--push: tries if the branch moves")
+    parser.add_argument(
+        "--allow-downgrade", action="store_true", help="release a version below staging's"
+    )
     parser.add_argument(
         "--promote", action="store_true", help="push the production branch and open its MR"
     )
     parser.add_argument("--remote", default="origin")
     args = parser.parse_args(argv)
+    if args.attempts < 1:
+        parser.error("--attempts must be at least 1")
     repo = Path(args.repo).resolve()
     try:
-        registration = repo / args.registration if args.registration else None
-        plan = build_plan(repo, args.tag, registration, date.today())
         if args.promote:
+            configure_push(repo, args.remote, os.environ)
+            registration = repo / args.registration if args.registration else None
+            plan = build_plan(repo, args.tag, registration, date.today(), allow_downgrade=True)
             print(f"release: {promote(repo, plan, args.remote)}")
             return 0
         if not args.dry_run and git(repo, "status", "--porcelain", "--untracked-files=no"):
             raise ReleaseError("the work tree has uncommitted changes: commit or stash them first")
-        if args.dry_run:
-            for path, (old, new) in plan.changes.items():
-                print(unified(path, repo, old, new), end="")
-            if plan.production:
-                print(f"# on branch release/{plan.tag}-production:")
-                print(unified(plan.production[0], repo, *plan.production[1:]), end="")
-            print(
-                f"# would move MLflow alias {plan.record.model_name}@staging -> the version"
-                f" holding ONNX sha256 {plan.record.onnx_sha256[:12]}..."
+        if args.push and not args.dry_run:
+            done = release_in_ci(repo, args)
+        else:
+            registration = repo / args.registration if args.registration else None
+            plan = build_plan(
+                repo, args.tag, registration, date.today(), allow_downgrade=args.allow_downgrade
             )
-            return 0
-        done = apply(
-            repo,
-            plan,
-            validate=default_validate,
-            set_alias=default_set_alias,
-            find_version=default_find_version,
-        )
-        if args.push:
-            done.append(push_release(repo, args.remote))
+            if args.dry_run:
+                print_plan(repo, plan)
+                return 0
+            done = apply(
+                repo,
+                plan,
+                validate=default_validate,
+                set_alias=default_set_alias,
+                find_version=default_find_version,
+            )
     except ReleaseError as error:
         print(f"release: error: {error}", file=sys.stderr)
         return 1
     for line in done or ["nothing to do: this release is already in place"]:
         print(f"release: {line}")
     return 0
+
+
+def print_plan(repo: Path, plan: Plan) -> None:
+    for path, (old, new) in plan.changes.items():
+        print(unified(path, repo, old, new), end="")
+    if plan.production:
+        print(f"# on branch release/{plan.tag}-production:")
+        print(unified(plan.production[0], repo, *plan.production[1:]), end="")
+    print(
+        f"# would move MLflow alias {plan.record.model_name}@staging -> the version"
+        f" holding ONNX sha256 {plan.record.onnx_sha256[:12]}..."
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from ml.monitoring.trigger import (
     Backend,
     Decision,
     GitLabBackend,
+    JenkinsBackend,
     Signals,
     StateStore,
     Trigger,
@@ -69,7 +70,12 @@ def add_trigger_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dry-run", action="store_true", help="decide, submit nothing, write nothing"
     )
-    group.add_argument("--backend", choices=("none", "argo", "gitlab"), default="none")
+    group.add_argument("--backend", choices=("none", "argo", "gitlab", "jenkins"), default="none")
+    group.add_argument(
+        "--retrain-model", default=None, help="models.yaml name to retrain (env RETRAIN_MODEL)"
+    )
+    group.add_argument("--jenkins-url", default=None, help="else env JENKINS_URL")
+    group.add_argument("--jenkins-job", default=None, help="e.g. mlops/job/main (env JENKINS_JOB)")
     group.add_argument("--argo-server", default=None, help="Argo Server URL (env ARGO_SERVER_URL)")
     group.add_argument("--argo-namespace", default=None, help="default: env POD_NAMESPACE")
     group.add_argument("--argo-template", default="training", help="WorkflowTemplate name")
@@ -81,6 +87,17 @@ def add_trigger_options(parser: argparse.ArgumentParser) -> None:
 
 
 def make_backend(args: argparse.Namespace, env: Env, client: httpx.Client) -> Backend | None:
+    model = args.retrain_model or env.get("RETRAIN_MODEL", "")
+    if args.backend == "jenkins":
+        url = args.jenkins_url or env.get("JENKINS_URL")
+        job = args.jenkins_job or env.get("JENKINS_JOB")
+        user, token = env.get("JENKINS_USER"), env.get("JENKINS_API_TOKEN")
+        if not url or not job or not user or not token:
+            raise TriggerError(
+                "jenkins backend needs --jenkins-url, --jenkins-job, JENKINS_USER and"
+                " JENKINS_API_TOKEN"
+            )
+        return JenkinsBackend(client, url, job, user, token, model)
     if args.backend == "argo":
         server = args.argo_server or env.get("ARGO_SERVER_URL")
         namespace = args.argo_namespace or env.get("POD_NAMESPACE")
@@ -101,6 +118,7 @@ def make_backend(args: argparse.Namespace, env: Env, client: httpx.Client) -> Ba
             trigger_token,
             args.gitlab_ref,
             env.get("GITLAB_READ_TOKEN") or None,
+            model,
         )
     return None
 
@@ -165,19 +183,27 @@ def cmd_drift(args: argparse.Namespace, env: Env, client_factory: ClientFactory)
         live = _live_sample(args, env, client, settings.max_live_rows)
         result = detect(reference, live.rows, live.labels, settings)
         decision = None
+        trigger_error: TriggerError | None = None
         if args.trigger:
             signals = Signals(
                 drift=result.detected,
                 model_version=",".join(live.model_versions),
                 window=_window_id(live),
             )
-            decision = _decide(args, env, signals, client)
+            try:
+                decision = _decide(args, env, signals, client)
+            except TriggerError as error:  # the verdict is still written and pushed below
+                trigger_error = error
     finished = time.time()
     report = build_report(
         result.to_dict(),
         live.describe(),
         {"source": str(args.reference), "rows": int(reference.rows.shape[0])},
-        None if decision is None else decision.to_dict(),
+        (
+            decision.to_dict()
+            if decision is not None
+            else {"action": "error", "why": str(trigger_error)} if trigger_error else None
+        ),
         finished,
     )
     json_path, html_path = write_reports(report, args.out)
@@ -209,6 +235,8 @@ def cmd_drift(args: argparse.Namespace, env: Env, client_factory: ClientFactory)
     )
     if decision is not None:
         print(f"retrain: {decision.action}: {decision.why}")
+    if trigger_error is not None:
+        raise trigger_error  # after the report and metrics: a failed call loses neither
     return 0
 
 

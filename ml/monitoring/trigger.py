@@ -13,8 +13,14 @@ State is one JSON file (a PersistentVolume in the cluster) written atomically un
 exclusive lock, so a restarted or concurrent job sees every earlier decision.
 Dry run evaluates everything, reads the backend's status, and neither submits nor writes.
 
-Backends take an injected ``httpx.Client``: the GitLab pipeline trigger API or the Argo Server's
-WorkflowTemplate submission.
+Backends take an injected ``httpx.Client``: the GitLab pipeline trigger API, Jenkins'
+``buildWithParameters`` or the Argo Server's WorkflowTemplate submission.
+
+A submission is recorded *before* it is sent (its key and a pending run): if the answer is lost
+(a read timeout, a reset connection), the request may have started a pipeline, so the next run
+treats the key as used and the run as in flight (until the backend shows otherwise or
+``max_run_hours`` pass) instead of submitting a duplicate. A submission refused outright (an HTTP
+error, a connection never made) is taken back: nothing started, the next run may try again.
 """
 
 from __future__ import annotations
@@ -42,6 +48,17 @@ _KEEP = 50  # dedup keys and history entries kept: bounded state
 
 class TriggerError(RuntimeError):
     """The trigger cannot decide or cannot submit; the message names the file or endpoint."""
+
+
+class SubmitOutcomeUnknown(TriggerError):
+    """The request went out but its answer was lost: a run may or may not have started."""
+
+
+def _transport_error(what: str, exc: httpx.HTTPError) -> TriggerError:
+    """A connection never made means nothing was sent; anything later leaves it unknown."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return TriggerError(f"{what}: {exc}")
+    return SubmitOutcomeUnknown(f"{what}: {exc} (the request may have been received)")
 
 
 @dataclass(frozen=True)
@@ -186,12 +203,14 @@ class GitLabBackend:
         trigger_token: str,
         ref: str = "main",
         read_token: str | None = None,
+        model: str = "",
     ) -> None:
         self.client = client
         self.base = f"{api_url.rstrip('/')}/projects/{quote(project, safe='')}"
         self.trigger_token = trigger_token
         self.ref = ref
         self.read_token = read_token
+        self.model = model  # models.yaml name: the pipeline retrains only it (RETRAIN_MODEL)
 
     def submit(self, reasons: list[str], key: str, now: float) -> Run:
         data = {
@@ -201,10 +220,12 @@ class GitLabBackend:
             "variables[RETRAIN_REASON]": ",".join(reasons),
             "variables[RETRAIN_KEY]": key,
         }
+        if self.model:
+            data["variables[RETRAIN_MODEL]"] = self.model
         try:
             response = self.client.post(f"{self.base}/trigger/pipeline", data=data)
         except httpx.HTTPError as exc:
-            raise TriggerError(f"GitLab trigger at {self.base}: {exc}") from exc
+            raise _transport_error(f"GitLab trigger at {self.base}", exc) from exc
         body = _check(response, f"GitLab trigger at {self.base}")
         if "id" not in body:
             raise TriggerError(f"GitLab trigger at {self.base}: no pipeline id in {body}")
@@ -215,7 +236,7 @@ class GitLabBackend:
     def running(self, last: Run | None) -> bool | None:
         if last is None or last.backend != self.name:
             return False
-        if self.read_token is None:
+        if self.read_token is None or not last.id:  # no token, or a submission never answered
             return None
         url = f"{self.base}/pipelines/{last.id}"
         try:
@@ -263,7 +284,7 @@ class ArgoBackend:
         try:
             response = self.client.post(url, json=body, headers=self.headers)
         except httpx.HTTPError as exc:
-            raise TriggerError(f"Argo submit at {url}: {exc}") from exc
+            raise _transport_error(f"Argo submit at {url}", exc) from exc
         name = (_check(response, f"Argo submit at {url}").get("metadata") or {}).get("name")
         if not name:
             raise TriggerError(f"Argo submit at {url}: no workflow name in the answer")
@@ -280,6 +301,70 @@ class ArgoBackend:
         except httpx.HTTPError as exc:
             raise TriggerError(f"Argo workflow list at {url}: {exc}") from exc
         return bool(_check(response, f"Argo workflow list at {url}").get("items"))
+
+
+class JenkinsBackend:
+    """POST <jenkins>/job/<job>/buildWithParameters (a user's API token: basic auth, exempt from
+    CSRF crumbs); the answer's Location is the queue item, which names the build once it starts.
+    Needs the job's parameters RETRAIN, RETRAIN_MODEL, RETRAIN_REASON, RETRAIN_KEY (Jenkinsfile).
+    A multibranch job is addressed as `<job>/job/<branch>`."""
+
+    name = "jenkins"
+
+    def __init__(
+        self, client: httpx.Client, url: str, job: str, user: str, token: str, model: str = ""
+    ) -> None:
+        self.client = client
+        self.url = url.rstrip("/")
+        self.job = "/job/".join(quote(part, safe="") for part in job.split("/job/"))
+        self.auth = (user, token)
+        self.model = model
+
+    def submit(self, reasons: list[str], key: str, now: float) -> Run:
+        url = f"{self.url}/job/{self.job}/buildWithParameters"
+        data = {
+            "RETRAIN": "true",
+            "RETRAIN_REASON": ",".join(reasons),
+            "RETRAIN_KEY": key,
+            "RETRAIN_MODEL": self.model,
+        }
+        try:
+            response = self.client.post(url, data=data, auth=self.auth)
+        except httpx.HTTPError as exc:
+            raise _transport_error(f"Jenkins build at {url}", exc) from exc
+        if response.status_code >= 400:
+            raise TriggerError(f"Jenkins build at {url}: HTTP {response.status_code}")
+        queue = response.headers.get("location", "")
+        if "/queue/item/" not in queue:
+            raise TriggerError(f"Jenkins build at {url}: no queue item in the answer's Location")
+        return Run(self.name, queue, queue, now, tuple(reasons), key)
+
+    def running(self, last: Run | None) -> bool | None:
+        """Queued or building: True; finished: False; the queue item forgotten (Jenkins keeps
+        them about 5 minutes after the build starts) or never answered: None."""
+        if last is None or last.backend != self.name:
+            return False
+        if not last.id:
+            return None
+        item = self._json(f"{last.id.rstrip('/')}/api/json")
+        if item is None:
+            return None
+        if item.get("cancelled"):
+            return False
+        executable = item.get("executable")
+        if not isinstance(executable, dict) or not executable.get("url"):
+            return True  # still waiting in the queue
+        build = self._json(f"{str(executable['url']).rstrip('/')}/api/json?tree=building")
+        return None if build is None else bool(build.get("building"))
+
+    def _json(self, url: str) -> dict[str, Any] | None:
+        try:
+            response = self.client.get(url, auth=self.auth)
+        except httpx.HTTPError as exc:
+            raise TriggerError(f"Jenkins status at {url}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        return _check(response, f"Jenkins status at {url}")
 
 
 Action = Literal["none", "skipped", "dry-run", "triggered"]
@@ -332,13 +417,38 @@ class Trigger:
         with self.store.locked():
             state = self.store.load()
             decision = self._decide(state, reasons, signals, now)
+            if decision.action == "triggered":
+                decision = self._submit(state, decision, now)
             if not self.dry_run and decision.action != "none":
-                if decision.run is not None:
-                    state.last_run = decision.run
-                    state.recent_keys = (state.recent_keys + [decision.key])[-_KEEP:]
                 state.history = (state.history + [decision.to_dict()])[-_KEEP:]
                 self.store.save(state)
         return decision
+
+    def _submit(self, state: TriggerState, decision: Decision, now: float) -> Decision:
+        """Record the key and a pending run, then submit; keep the record if the answer was
+        lost, take it back if the submission was refused."""
+        assert self.backend is not None  # __init__ refuses no backend outside dry run
+        before = (state.last_run, list(state.recent_keys))
+        reasons = list(decision.reasons)
+        pending = Run(self.backend.name, "", "", now, tuple(reasons), decision.key)
+        state.last_run = pending
+        state.recent_keys = (state.recent_keys + [decision.key])[-_KEEP:]
+        self.store.save(state)
+        try:
+            run = self.backend.submit(reasons, decision.key, now)
+        except SubmitOutcomeUnknown as error:
+            lost = replace(decision, action="skipped", why=f"submission outcome unknown: {error}")
+            state.history = (state.history + [lost.to_dict()])[-_KEEP:]
+            self.store.save(state)
+            raise
+        except BaseException as error:
+            state.last_run, state.recent_keys = before
+            failed = replace(decision, action="skipped", why=f"submission refused: {error}")
+            state.history = (state.history + [failed.to_dict()])[-_KEEP:]
+            self.store.save(state)
+            raise
+        state.last_run = run
+        return replace(decision, why=f"started {run.backend} run {run.id}", run=run)
 
     def _decide(
         self, state: TriggerState, reasons: list[str], signals: Signals, now: float
@@ -361,9 +471,7 @@ class Trigger:
             return made("skipped", f"cool-down: {remaining / 3600:.1f} h left", key)
         if self.dry_run:
             return made("dry-run", "would trigger (dry run: nothing submitted)", key)
-        assert self.backend is not None  # __init__ refuses no backend outside dry run
-        run = self.backend.submit(reasons, key, now)
-        return made("triggered", f"started {run.backend} run {run.id}", key, run)
+        return made("triggered", "submitting", key)  # evaluate() submits and records
 
     def _cooldown_remaining(self, last: Run | None, now: float) -> float:
         if last is None:

@@ -16,9 +16,14 @@ if git diff --cached --quiet; then
   exit 0
 fi
 git -c user.name=retrain-bot -c user.email=retrain-bot@example.com commit -q \
-  -m "Retrain ($reason): $branch"
+  -m "Retrain ($reason): $branch" -m "Trigger key: ${RETRAIN_KEY:-none}. Inputs: scripts/retrain.py."
 helper='!f() { echo username=oauth2; echo "password=${GIT_PUSH_TOKEN:-}"; }; f'
+# GitLab's origin URL carries the job token, which cannot push: use the project's plain URL
+remote=origin
+if [ -n "${GIT_PUSH_TOKEN:-}" ] && [ -n "${CI_SERVER_URL:-}" ] && [ -n "${CI_PROJECT_PATH:-}" ]; then
+  remote="${CI_SERVER_URL%/}/$CI_PROJECT_PATH.git"
+fi
 git -c credential.helper="$helper" push -q -o merge_request.create \
   -o merge_request.target="$target" -o merge_request.title="Retrained model ($reason)" \
-  origin "$branch"
+  "$remote" "$branch"
 echo "proposed $branch for review (merge request into $target)"

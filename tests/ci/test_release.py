@@ -303,16 +303,156 @@ def remote(repo: Path, tmp_path: Path) -> Path:
     return bare
 
 
-def test_push_publishes_staging_commit(
-    repo: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fake_restore(name: str, alias: str, previous: str | None) -> None:
+    if previous is None:
+        ALIASES.pop((name, alias), None)
+    else:
+        ALIASES[(name, alias)] = previous
+
+
+@pytest.fixture
+def ci(repo: Path, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """CI's view: the tag's commit checked out detached, a tracking server configured (the
+    registry itself stands in: fake_alias/found_version), the manifests tool skipped."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/server.db")
     monkeypatch.setattr(release, "default_set_alias", fake_alias([]))
+    monkeypatch.setattr(release, "restore_alias", fake_restore)
     monkeypatch.setattr(release, "default_find_version", found_version)
     monkeypatch.setattr(release, "default_validate", lambda r, o: None)
+    git(repo, "checkout", "-q", "--detach", "HEAD")
+    return remote
+
+
+def move_origin(remote: Path, where: Path, name: str = "other.txt") -> str:
+    """Someone else pushes a commit to origin/main; returns its sha."""
+    other = where / f"other-{name}"
+    if not other.exists():
+        subprocess.run(["git", "clone", "-q", str(remote), str(other)], check=True)
+    git(other, "pull", "-q", "origin", "main")
+    (other / name).write_text("someone else's change\n")
+    git(other, "add", name)
+    git(other, *ID, "commit", "-qm", f"meanwhile: {name}")
+    git(other, "push", "-q", "origin", "HEAD:main")
+    return git(other, "rev-parse", "HEAD").strip()
+
+
+def test_push_publishes_staging_commit(repo: Path, ci: Path) -> None:
+    tagged = git(repo, "rev-parse", "HEAD")
     code = release.main([f"{DIGITS}/v1.7.0", "--push"])
     assert code == 0
-    assert git(remote, "rev-parse", "main") == git(repo, "rev-parse", "HEAD")
-    assert "newTag: 1.7.0" in git(remote, "show", f"main:{STAGING}")
+    assert "newTag: 1.7.0" in git(ci, "show", f"main:{STAGING}")
+    assert git(ci, "rev-parse", "main~1") == tagged
+    assert git(repo, "rev-parse", "HEAD") == tagged  # back on the tag's commit
+    assert ALIASES[(DIGITS, "staging")] == "3"
+
+
+def test_ci_pushes_with_the_push_token_not_the_job_token(
+    repo: Path, ci: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """GitLab's clone URL carries the job token, which cannot push: with GIT_PUSH_TOKEN the
+    push goes to the project's plain URL, the token coming from a credential helper."""
+    monkeypatch.setenv("GIT_PUSH_TOKEN", "push-secret")
+    monkeypatch.setenv("CI_SERVER_URL", f"file://{tmp_path}")
+    monkeypatch.setenv("CI_PROJECT_PATH", "remote")
+    git(repo, "remote", "set-url", "origin", str(ci))  # fetches keep the job's URL
+    assert release.main([f"{DIGITS}/v1.7.2", "--push"]) == 0
+    assert (
+        git(repo, "remote", "get-url", "--push", "origin").strip()
+        == f"file://{tmp_path}/remote.git"
+    )
+    assert "push-secret" not in (repo / ".git" / "config").read_text()
+    assert "newTag: 1.7.2" in git(ci, "show", f"main:{STAGING}")
+
+
+def test_ci_release_without_a_tracking_server_is_refused(
+    repo: Path, ci: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    before = git(ci, "rev-parse", "main")
+    assert release.main([f"{DIGITS}/v1.7.1", "--push"]) == 1
+    assert "MLFLOW_TRACKING_URI is not set" in capsys.readouterr().err
+    assert git(ci, "rev-parse", "main") == before and ALIASES == {}
+    assert git(repo, "branch", "--list", "release/*") == ""
+
+
+def test_a_tag_behind_the_moved_default_branch_is_released_on_its_tip(
+    repo: Path, ci: Path, tmp_path: Path
+) -> None:
+    """Issue 19 #1: origin/main moved past the tagged commit. The release lands on the tip,
+    keeping the other commit, instead of failing with a non-fast-forward push."""
+    tagged = git(repo, "rev-parse", "HEAD")
+    other = move_origin(ci, tmp_path)
+    assert release.main([f"{DIGITS}/v1.3.0", "--push"]) == 0
+    assert git(ci, "rev-parse", "main~1").strip() == other
+    assert "newTag: 1.3.0" in git(ci, "show", f"main:{STAGING}")
+    assert git(ci, "show", "main:other.txt") == "someone else's change\n"
+    assert git(repo, "rev-parse", "HEAD") == tagged
+
+
+def test_a_push_refused_by_a_race_rolls_back_commit_branch_and_alias(
+    repo: Path,
+    ci: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """origin/main moves while the release runs (between its fetch and its push): the push is
+    refused, and the commit, the production branch and the MLflow alias are all put back."""
+    ALIASES[(DIGITS, "staging")] = "2"  # what staging ran before
+    tagged = git(repo, "rev-parse", "HEAD")
+    monkeypatch.setattr(release, "default_validate", lambda r, o: move_origin(ci, tmp_path))
+    assert release.main([f"{DIGITS}/v1.3.0", "--push", "--attempts", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "moved while the release ran" in err and "rolled back" in err
+    assert ALIASES[(DIGITS, "staging")] == "2"
+    assert git(repo, "branch", "--list", "release/*") == ""
+    assert git(repo, "rev-parse", "HEAD") == tagged
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert "newTag: 1.3.0" not in git(ci, "show", f"main:{STAGING}")
+    assert git(ci, "log", "--format=%s", "main").count("release") == 0
+
+
+def test_a_race_is_retried_from_the_new_tip(
+    repo: Path, ci: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moves: list[str] = []
+
+    def race_once(_: Path, overlay: Path) -> None:
+        if not moves:
+            moves.append(move_origin(ci, tmp_path))
+
+    monkeypatch.setattr(release, "default_validate", race_once)
+    assert release.main([f"{DIGITS}/v1.3.0", "--push"]) == 0
+    assert git(ci, "rev-parse", "main~1").strip() == moves[0]
+    assert "newTag: 1.3.0" in git(ci, "show", f"main:{STAGING}")
+    assert ALIASES[(DIGITS, "staging")] == "3"
+    assert git(ci, "log", "--format=%s", "main").count("to staging") == 1
+
+
+def test_a_tag_not_on_the_default_branch_is_refused(
+    repo: Path, ci: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (repo / "side.txt").write_text("x\n")
+    git(repo, "add", "side.txt")
+    git(repo, *ID, "commit", "-qm", "a commit main never got")
+    assert release.main([f"{DIGITS}/v1.3.0", "--push"]) == 1
+    assert "is not on origin/main" in capsys.readouterr().err
+    assert ALIASES == {}
+
+
+def test_downgrades_are_refused_unless_asked_for(repo: Path) -> None:
+    """Issue 19 #6: v1.2.2 after v1.2.3 would move staging back and list 1.2.2 above 1.2.3."""
+    calls: list[tuple[str, str, str]] = []
+    run_apply(repo, f"{DIGITS}/v1.2.3", calls)
+    with pytest.raises(release.ReleaseError, match="older than 1.2.3, already released"):
+        release.build_plan(repo, f"{DIGITS}/v1.2.2", None, date.today())
+    with pytest.raises(release.ReleaseError, match="downgrade"):
+        release.build_plan(repo, f"{DIGITS}/v1.2.3-rc.1", None, date.today())
+    release.build_plan(repo, f"{DIGITS}/v1.2.3", None, date.today())  # the same: a no-op
+    release.build_plan(repo, f"{DIGITS}/v1.10.0", None, date.today())  # numeric, not text
+    release.build_plan(repo, "breast-cancer/v1.0.0", None, date.today())  # another app
+    plan = release.build_plan(repo, f"{DIGITS}/v1.2.2", None, date.today(), allow_downgrade=True)
+    assert "newTag: 1.2.2" in plan.changes[repo / STAGING][1]
 
 
 def test_promote_pushes_production_branch(repo: Path, remote: Path) -> None:

@@ -264,7 +264,9 @@ def test_backend_failures_name_the_endpoint_and_record_no_run(
     with pytest.raises(TriggerError, match="GitLab trigger at .*mlops%2Fgitops") as error:
         trigger.evaluate(Signals(drift=True))
     assert fragment in str(error.value)
-    assert not (tmp_path / "s.json").exists()
+    # refused outright: nothing started, so no run and no used key (the next run may retry)
+    state = StateStore(tmp_path / "s.json").load()
+    assert state.last_run is None and state.recent_keys == []
 
 
 def test_unreachable_backends_raise_trigger_errors(tmp_path: Path) -> None:
