@@ -11,9 +11,18 @@ READY := $(VENV)/.bootstrap-stamp
 # dvc stages call `python`: make it the venv's for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
+ifeq ($(origin VENV),file)
 $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh \
 	$(wildcard tools/*/package-lock.json) $(wildcard tools/engines/*/go.mod)
 	scripts/bootstrap.sh
+else
+# A venv the caller names (VENV=..., as the CI tests do for their scratch copies) is used as it is:
+# bootstrapping it from another checkout would build a second 6 GB .venv there, or re-point the
+# named venv's editable install at a folder that is about to be deleted.
+$(READY):
+	@test -x $(PY) || { echo "VENV=$(VENV) has no bin/python; unset VENV to bootstrap .venv" >&2; \
+		exit 1; }
+endif
 
 .PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline bench-run seed-sweep clean
 
