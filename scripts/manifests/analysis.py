@@ -1,5 +1,5 @@
 """Argo Rollouts analysis: what a Rollout references, and AnalysisTemplate specs the controller
-would reject or mis-evaluate (REFERENCE.md: invalid specs put the run in Error, an empty result
+would reject or mis-evaluate (docs/ROLLOUTS.md: invalid specs put the run in Error, an empty result
 makes `result[0]` raise, NaN makes every comparison false)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Argo Rollouts AnalysisRun semantics as plain code: injectable clock and query function, no I/O.
 
-Follows ../shared/REFERENCE.md ("Argo Rollouts analysis"), which was read from the controller's
-source (analysis/analysis.go, utils/analysis, utils/evaluate). Where the controller reconciles a
+Follows docs/ROLLOUTS.md: the rules of Argo Rollouts v1.8.3, read from the controller's source
+(analysis/analysis.go, utils/analysis, utils/evaluate). Where the controller reconciles a
 Kubernetes object, `AnalysisRun.reconcile()` does the same work on an in-memory object: take due
 measurements, assess metric phases, assess the run phase, and say when it wants to be called next.
 

@@ -1,4 +1,4 @@
-"""Argo Rollouts analysis semantics, one test (or table row) per rule in REFERENCE.md."""
+"""Argo Rollouts analysis semantics, one test (or table row) per rule in docs/ROLLOUTS.md."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ TRUTH_TABLE: list[tuple[str, Value, bool]] = [
     ("false || true && false", 0.0, False),
     ("len(result) > 0 && result[0] >= 0.99", [], False),
     ("len(result) == 0 || result[0] >= 0.99", [], True),
-    # len and the no-data guard from REFERENCE.md
+    # len and the no-data guard of docs/ROLLOUTS.md
     ("len(result) == 2", [1.0, 2.0], True),
     ("len(result) == 0", [], True),
     # NaN: ordered comparisons and == are false, != is true (IEEE, as in Go)
