@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from scripts.manifests.model import Finding, Obj
+from scripts.rehearsal.analysis import metric_spec_problems
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 _PLACEHOLDER = re.compile(r"{{\s*([^}]*?)\s*}}")
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
 _FIELDREF_ANNOTATION = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
 
 
@@ -119,16 +119,6 @@ def check_references(objects: list[Obj]) -> Iterator[Finding]:
                     )
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-        return int(value)
-    return None
-
-
 def _check_condition(template: Obj, field: str, condition: str) -> Iterator[Finding]:
     if "result[0]" not in condition:
         return
@@ -166,33 +156,9 @@ def _check_metric(
             yield Finding(
                 "analysis", template, base, f"{{{{{placeholder}}}}} names an undeclared arg"
             )
-    for key in ("interval", "initialDelay"):
-        value = metric.get(key)
-        if isinstance(value, str) and "{{" not in value and not _DURATION.match(value):
-            yield Finding("analysis", template, f"{base}.{key}", f"{value!r} is not a duration")
-    count, interval = _as_int(metric.get("count")), metric.get("interval")
-    failure_limit = _as_int(metric.get("failureLimit"))
-    if count is not None and count > 1 and not interval:
-        yield Finding("analysis", template, f"{base}.count", "count > 1 needs an interval")
-    if count is not None and failure_limit is not None and 0 < count < failure_limit:
+    for key, message in metric_spec_problems(metric):
         yield Finding(
-            "analysis", template, f"{base}.count", "count is below failureLimit: can never fail"
-        )
-    for key in ("failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "count"):
-        value = _as_int(metric.get(key))
-        if value is None or value >= 0:
-            continue
-        if (
-            key == "failureLimit"
-            and value == -1
-            and (_as_int(metric.get("consecutiveSuccessLimit")) or 0) > 0
-        ):
-            continue
-        yield Finding("analysis", template, f"{base}.{key}", f"{key} {value} is negative")
-    providers = [k for k, v in (metric.get("provider") or {}).items() if v is not None]
-    if len(providers) != 1:
-        yield Finding(
-            "analysis", template, f"{base}.provider", f"needs exactly one provider, has {providers}"
+            "analysis", template, f"{base}.{key}", f"{message} (the run would go to Error)"
         )
     for key in ("successCondition", "failureCondition"):
         if isinstance(metric.get(key), str):
@@ -200,8 +166,9 @@ def _check_metric(
 
 
 def check_templates(objects: list[Obj]) -> Iterator[Finding]:
-    """AnalysisTemplate specs the controller would put in Error, or conditions that mis-handle
-    no-data: duplicate metric names, unknown placeholders, bad durations and limits."""
+    """AnalysisTemplate specs the controller would put in Error (the rehearsal's own rules, one
+    home: scripts.rehearsal.analysis.metric_spec_problems), or conditions that mis-handle no-data:
+    duplicate metric names, unknown placeholders, bad durations and limits."""
     for template in (o for o in objects if o.get("kind") in TEMPLATE_KINDS):
         spec = template.get("spec") or {}
         args = {str(a.get("name")) for a in spec.get("args") or [] if isinstance(a, dict)}
