@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from scripts.manifests.model import Finding, Obj
 from scripts.rehearsal.analysis import metric_spec_problems
+from scripts.rehearsal.expr import template_condition_problem
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 _PLACEHOLDER = re.compile(r"{{\s*([^}]*?)\s*}}")
@@ -120,24 +121,11 @@ def check_references(objects: list[Obj]) -> Iterator[Finding]:
 
 
 def _check_condition(template: Obj, field: str, condition: str) -> Iterator[Finding]:
-    if "result[0]" not in condition:
-        return
-    if not re.search(r"len\(result\)\s*(>|>=|!=)\s*[01]", condition):
-        yield Finding(
-            "analysis",
-            template,
-            field,
-            "indexes result[0] without a `len(result) > 0` guard: an empty Prometheus vector "
-            "(no data) makes the measurement Error instead of Inconclusive/Failed",
-        )
-    if "isNaN(result[0])" not in condition:
-        yield Finding(
-            "analysis",
-            template,
-            field,
-            "compares result[0] without `!isNaN(result[0])`: NaN (0/0 without traffic) makes "
-            "every comparison false",
-        )
+    # One home for what a condition may be: the rehearsal's condition language
+    # (docs/ROLLOUTS.md), so a template that passes here is one the rehearsal can judge.
+    problem = template_condition_problem(condition)
+    if problem is not None:
+        yield Finding("analysis", template, field, f"condition {problem}")
 
 
 def _check_metric(

@@ -315,3 +315,24 @@ def test_locate_prefers_patch_that_mentions_the_field(tmp_path: Path) -> None:
     assert locate(obj, "spec.replicas", docs, tmp_path, tmp_path) == "base/d.yaml"
     assert locate(None, "", docs, tmp_path, tmp_path) == "kustomization.yaml"
     assert locate({"kind": "Service"}, "", docs, tmp_path, tmp_path) == "kustomization.yaml"
+
+
+def test_a_condition_the_rehearsal_cannot_judge_is_refused_here() -> None:
+    # The guarded shape with anything but a plain comparison: refused at `make manifests` time,
+    # naming the construct, instead of stopping the rehearsal later.
+    guarded = "len(result) > 0 && !isNaN(result[0]) && "
+    metric = {
+        "name": "m",
+        "successCondition": guarded + "max(result) >= {{args.min}}",
+        "failureCondition": guarded + "result[0] < {{args.min}}",
+        "provider": {"job": {}},
+    }
+    template = {
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"args": [{"name": "min"}], "metrics": [metric]},
+    }
+    findings = list(check_templates([template]))
+    assert [(f.field, "function 'max'" in f.message) for f in findings] == [
+        ("spec.metrics[0].successCondition", True)
+    ]
