@@ -30,7 +30,7 @@ import numpy as np
 
 from ml.catalog import ModelEntry, load_catalog
 from ml.registration import read_record
-from scripts.local_service import running_service
+from scripts.processes import running_service
 from scripts.repo_copy import REPO
 
 BASELINE = REPO / "benchmarks" / "baseline.json"
