@@ -7,7 +7,7 @@ server alike), reporting medians with the spread of the passes. Beside the model
 same application under uvicorn and granian, and three HTTP ceilings answering a constant (this
 service's own HTTP layer, nginx, and a bare ASGI app under uvicorn). Peers (``mlflow models
 serve``, MLServer + its MLflow runtime, KServe's ModelServer) run from their own venv
-(.bench/peers-venv, bench/peers-requirements.txt); nginx is Debian's binary unpacked into
+(.bench/peers-venv, tools/serving-peers/requirements.txt); nginx is Debian's binary unpacked into
 .bench/nginx (not installed: no daemon is started). A server that cannot be installed or
 started is reported as such in the table, never silently dropped. Each server's answers are
 checked against onnxruntime before it is timed, so a fast wrong server cannot win.
@@ -53,8 +53,8 @@ from scripts.serving_attacks import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS_DIR = REPO / "bench" / "peers"
-PEER_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
+PEERS_DIR = REPO / "tools" / "serving-peers"
+PEER_REQUIREMENTS = PEERS_DIR / "requirements.txt"
 MODEL_NAME = "digits-classifier"
 PEERS = ("mlflow", "mlserver", "kserve")
 CEILINGS = ("own-constant", "nginx-constant", "bare-asgi")
