@@ -158,10 +158,10 @@ release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production
 promote: $(READY) ## TAG=<app>/vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote
 
-perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs benchmarks/baseline.json
+perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs perf/baseline.json
 	$(PY) -m scripts.perf_gate
 
-perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json (on a quiet machine)
+perf-baseline: bench-pipeline ## re-measure and rewrite perf/baseline.json (on a quiet machine)
 	$(PY) -m scripts.perf_gate --update
 
 # --- local cluster (scripts/cluster): the real control plane, node agent and Argo Rollouts -------
