@@ -15,7 +15,7 @@ $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.s
 	$(wildcard tools/*/package-lock.json) $(wildcard tools/engines/*/go.mod)
 	scripts/bootstrap.sh
 
-.PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline bench-run seed-sweep clean
+.PHONY: help bootstrap engines run pipeline test lint test-no-e2e bench-pipeline bench-run seed-sweep clean
 
 # MODEL: one model of models.yaml, or several space-separated; empty = every model. Every target
 # that works on models loops over them (scripts/models.py reads the list).
@@ -48,10 +48,10 @@ lint: $(READY) ## black --check, flake8, mypy --strict
 	$(BIN)/flake8 ml scripts tests
 	$(BIN)/mypy
 
-unit: $(READY) ## the fast tests only (no end-to-end runs)
+test-no-e2e: $(READY) ## every test not marked e2e (all tiers, minutes), no lint, no coverage
 	$(BIN)/pytest -q -m "not e2e"
 
-test: lint tests ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
+test: lint tests ## every check: lint, then `make tests`
 
 bench-pipeline: $(READY) ## time dvc repro of every model from clean, no-op, one model's change (table)
 	$(PY) -m scripts.bench_pipeline
@@ -105,7 +105,7 @@ CML_IDLE        ?= 1800
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
 
-tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), no lint
+tests: $(READY) ## the CI test job: all tests, coverage >= 80% (JUnit in .bench/junit.xml), no lint
 	@mkdir -p .bench
 	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
