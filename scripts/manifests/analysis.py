@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from scripts.manifests.model import Finding, Obj
+from scripts.manifests.vocabulary import Finding, Obj
 from scripts.rehearsal.analysis import metric_spec_problems
 from scripts.rehearsal.expr import template_condition_problem
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from scripts.manifests.analysis import check_references, check_templates, resolve_static_args
-from scripts.manifests.model import Problem, object_id, path_str
+from scripts.manifests.vocabulary import Problem, object_id, path_str
 from scripts.manifests.policy import check_policy, image_problem
 from scripts.manifests.references import check_object_refs, template_keys
 from scripts.manifests.render import RenderError, parse_documents, render_overlay
