@@ -285,12 +285,51 @@ def test_render_errors_and_documents(tmp_path: Path) -> None:
     assert parse_documents("---\n---\na: 1\n") == [{"a": 1}]
 
 
-def test_model_formatting() -> None:
-    assert path_str(["spec", "containers", 0, "image"]) == "spec.containers[0].image"
-    assert object_id({"kind": "K", "metadata": {"name": "n", "namespace": "ns"}}) == "K/ns/n"
-    assert object_id(None) == ""
-    p = Problem("schema", "t", "", "", "", "m")
-    assert str(p) == "t: -: -: m" and p.as_dict()["message"] == "m"
+@pytest.mark.parametrize(
+    ("parts", "text"),
+    [
+        (["spec", "containers", 0, "image"], "spec.containers[0].image"),
+        (["spec", "template", "spec", "volumes", 2], "spec.template.spec.volumes[2]"),
+        ([0, "name"], "[0].name"),
+        (["metrics", 1, 0], "metrics[1][0]"),
+        ([], ""),
+    ],
+)
+def test_a_field_is_named_as_kubectl_explain_names_it(parts: list[str | int], text: str) -> None:
+    assert path_str(parts) == text
+
+
+@pytest.mark.parametrize(
+    ("obj", "name"),
+    [
+        ({"kind": "Rollout", "metadata": {"name": "web", "namespace": "prod"}}, "Rollout/prod/web"),
+        ({"kind": "ClusterRole", "metadata": {"name": "reader"}}, "ClusterRole/reader"),
+        ({"kind": "Service"}, "Service/?"),
+        ({"metadata": "not a mapping"}, "?/?"),
+        (None, ""),
+    ],
+)
+def test_an_object_is_named_by_kind_namespace_and_name(obj: Any, name: str) -> None:
+    assert object_id(obj) == name
+
+
+def test_a_problem_points_at_the_file_to_edit_and_reports_every_column() -> None:
+    # The line a developer reads: the source file when known, else the render target, then the
+    # object and field ("-" when the problem is about the target as a whole).
+    placed = Problem("policy", "apps/a/overlays/prod", "base/rollout.yaml", "Rollout/web",
+                     "spec.replicas", "too few")  # fmt: skip
+    assert str(placed) == "base/rollout.yaml: Rollout/web: spec.replicas: too few"
+    unplaced = Problem("render", "apps/a/overlays/prod", "", "", "", "cannot render")
+    assert str(unplaced) == "apps/a/overlays/prod: -: -: cannot render"
+    # The JSON report's columns (its readers key on these names).
+    assert placed.as_dict() == {
+        "check": "policy",
+        "target": "apps/a/overlays/prod",
+        "file": "base/rollout.yaml",
+        "object": "Rollout/web",
+        "field": "spec.replicas",
+        "message": "too few",
+    }
 
 
 def test_locate_prefers_patch_that_mentions_the_field(tmp_path: Path) -> None:
