@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from scripts.manifests.vocabulary import Finding, Obj
-from scripts.rehearsal.analysis import metric_spec_problems
+from scripts.rehearsal.analysis import AnalysisSpecError, metric_spec_problems
+from scripts.rehearsal.canary import field_path_value
 from scripts.rehearsal.expr import template_condition_problem
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 _PLACEHOLDER = re.compile(r"{{\s*([^}]*?)\s*}}")
-_FIELDREF_ANNOTATION = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,11 @@ def analysis_refs(rollout: Obj) -> list[AnalysisRef]:
 def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, str | None]:
     """Values of a step's args as the controller resolves them before a run starts.
 
-    `value` and `fieldRef` to the Rollout's own metadata resolve here; `podTemplateHashValue`
-    is only known in a live cluster (None). The canary rehearsal uses this to get the thresholds.
+    `value`, and `fieldRef` into the Rollout itself through the rehearsal's resolver (the
+    controller's rules, docs/ROLLOUTS.md); `podTemplateHashValue` is only known in a live cluster
+    (None), and so is a path that resolves to nothing or to "" (nothing to judge a canary by).
+    The canary rehearsal and the overlay tests use this to get the thresholds.
     """
-    meta = rollout.get("metadata") or {}
     out: dict[str, str | None] = {}
     for arg in args:
         name = str(arg.get("name"))
@@ -65,15 +66,11 @@ def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, s
         if not field_ref:
             out[name] = None
             continue
-        if field_ref == "metadata.namespace":
-            out[name] = meta.get("namespace")
-            continue
-        if field_ref == "metadata.name":
-            out[name] = meta.get("name")
-            continue
-        match = _FIELDREF_ANNOTATION.match(str(field_ref))
-        value = (meta.get(match.group(1)) or {}).get(match.group(2)) if match else None
-        out[name] = None if value is None else str(value)
+        try:
+            value = field_path_value(rollout, str(field_ref))
+        except AnalysisSpecError:
+            value = ""
+        out[name] = value or None
     return out
 
 

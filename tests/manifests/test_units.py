@@ -83,7 +83,12 @@ def test_static_args_resolution() -> None:
         {"name": "e", "valueFrom": {"podTemplateHashValue": "Stable"}},
         {"name": "f", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "g", "value": None},
+        # any path into the Rollout, as the controller walks it (the rehearsal's resolver)
+        {"name": "h", "valueFrom": {"fieldRef": {"fieldPath": "spec.replicas"}}},
+        {"name": "i", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['nope']"}}},
+        {"name": "j", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope.deeper"}}},
     ]
+    rollout["spec"] = {"replicas": 2}
     assert resolve_static_args(rollout, args) == {
         "a": "1",
         "b": "n",
@@ -92,6 +97,9 @@ def test_static_args_resolution() -> None:
         "e": None,
         "f": "r",
         "g": None,
+        "h": "2",
+        "i": None,
+        "j": None,
     }
 
 
