@@ -1,5 +1,5 @@
-"""The README's "Add a model", followed to the letter in a copy of the repository: scikit-learn's
-wine data as a third model. Its files come from the README's own blocks (and apps/README.md's for
+"""docs/ADD_A_MODEL.md, followed to the letter in a copy of the repository: scikit-learn's
+wine data as a third model. Its files come from the recipe's own blocks (and apps/README.md's for
 the app), no existing file but models.yaml changes, and the new model runs its pipeline (alone),
 renders and validates its app, and passes its canary rehearsal."""
 
@@ -24,8 +24,8 @@ ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 def section(text: str, title: str) -> str:
     start = text.index(f"\n## {title}\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def block_after(text: str, marker: str) -> str:
@@ -37,8 +37,8 @@ def block_after(text: str, marker: str) -> str:
 
 
 def recipe(readme: str) -> dict[str, str]:
-    """{path: text} of every file the README's steps create, for the model NAME."""
-    steps = section(readme, "Add a model")
+    """{path: text} of every file the recipe's steps create, for the model NAME."""
+    steps = section(readme, "Steps")
     params = block_after(steps, "1. `models/<name>/params.yaml`")
     copied = re.search(r"2\. `models/<name>/dvc.yaml`: copy `([^`]+)`", steps)
     assert copied, "step 2 names the dvc.yaml to copy"
@@ -60,7 +60,7 @@ def recipe(readme: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def added(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = copy_repo(tmp_path_factory.mktemp("add-a-model"))
-    for rel, text in recipe((REPO / "README.md").read_text()).items():
+    for rel, text in recipe((REPO / "docs" / "ADD_A_MODEL.md").read_text()).items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text(text)
     return repo

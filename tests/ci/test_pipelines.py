@@ -22,7 +22,7 @@ from scripts.repo_copy import REPO, copy_repo
 TOOLS = REPO / "tools" / "ci"
 VENV = Path(sys.executable).parent.parent
 ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
-GITLAB_ONLY = {"make cml-runner"}  # Jenkins trains on a static GPU agent instead (README)
+GITLAB_ONLY = {"make cml-runner"}  # Jenkins trains on a static GPU agent instead (docs/DELIVERY.md)
 
 
 @pytest.fixture(scope="module")
