@@ -24,7 +24,7 @@ $(READY):
 		exit 1; }
 endif
 
-.PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline bench-run seed-sweep clean
+.PHONY: help bootstrap engines run pipeline test lint test-no-e2e bench-pipeline bench-run seed-sweep clean
 
 # MODEL: one model of models.yaml, or several space-separated; empty = every model. Every target
 # that works on models loops over them (scripts/models.py reads the list).
@@ -57,10 +57,10 @@ lint: $(READY) ## black --check, flake8, mypy --strict
 	$(BIN)/flake8 ml scripts tests
 	$(BIN)/mypy
 
-unit: $(READY) ## the fast tests only (no end-to-end runs)
+test-no-e2e: $(READY) ## every test not marked e2e (all tiers, minutes), no lint, no coverage
 	$(BIN)/pytest -q -m "not e2e"
 
-test: lint tests ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
+test: lint tests ## every check: lint, then `make tests`
 
 bench-pipeline: $(READY) ## time dvc repro of every model from clean, no-op, one model's change (table)
 	$(PY) -m scripts.bench_pipeline
@@ -119,7 +119,7 @@ CML             ?= cml
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
 
-tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), no lint
+tests: $(READY) ## the CI test job: all tests, coverage >= 80% (JUnit in .bench/junit.xml), no lint
 	@mkdir -p .bench
 	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
@@ -184,10 +184,10 @@ release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production
 promote: $(READY) ## TAG=<app>/vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote
 
-perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs benchmarks/baseline.json
+perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs perf/baseline.json
 	$(PY) -m scripts.perf_gate
 
-perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json (on a quiet machine)
+perf-baseline: bench-pipeline ## re-measure and rewrite perf/baseline.json (on a quiet machine)
 	$(PY) -m scripts.perf_gate --update
 
 # --- local cluster (scripts/cluster): the real control plane, node agent and Argo Rollouts -------

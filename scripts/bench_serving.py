@@ -7,7 +7,7 @@ server alike), reporting medians with the spread of the passes. Beside the model
 same application under uvicorn and granian, and three HTTP ceilings answering a constant (this
 service's own HTTP layer, nginx, and a bare ASGI app under uvicorn). Peers (``mlflow models
 serve``, MLServer + its MLflow runtime, KServe's ModelServer) run from their own venv
-(.bench/peers-venv, bench/peers-requirements.txt); nginx is Debian's binary unpacked into
+(.bench/peers-venv, tools/serving-peers/requirements.txt); nginx is Debian's binary unpacked into
 .bench/nginx (not installed: no daemon is started). A server that cannot be installed or
 started is reported as such in the table, never silently dropped. Each server's answers are
 checked against onnxruntime before it is timed, so a fast wrong server cannot win.
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from scripts.local_service import free_port
+from scripts.processes import ManagedProcess, ProcessError, free_port, wait_until
 from scripts.serving_attacks import (
     ATTACK_ENV,
     CASES,
@@ -53,8 +53,8 @@ from scripts.serving_attacks import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS_DIR = REPO / "bench" / "peers"
-PEER_REQUIREMENTS = REPO / "bench" / "peers-requirements.txt"
+PEERS_DIR = REPO / "tools" / "serving-peers"
+PEER_REQUIREMENTS = PEERS_DIR / "requirements.txt"
 MODEL_NAME = "digits-classifier"
 PEERS = ("mlflow", "mlserver", "kserve")
 CEILINGS = ("own-constant", "nginx-constant", "bare-asgi")
@@ -506,47 +506,31 @@ def start_server(
     timeout: float,
     log: Path,
     headers: dict[str, str] | None = None,
-) -> tuple[subprocess.Popen[bytes], float]:
-    """Start the server in its own process group; -> (process, seconds to first 2xx inference)."""
-    env = {**os.environ, **spec.env}
-    with log.open("wb") as sink:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            spec.argv,
-            cwd=spec.cwd,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = started + timeout
-    while True:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-800:]
-            raise RuntimeError(f"exited with {process.returncode} before serving: {tail}")
+) -> tuple[ManagedProcess, float]:
+    """Start the server in its own session; -> (process, seconds to first 2xx inference)."""
+
+    def answers() -> bool:
         try:
             status, _ = post(url, body, timeout=2.0, headers=headers)
-            if 200 <= status < 300:
-                return process, time.perf_counter() - started
         except OSError:
-            pass
-        if time.perf_counter() > deadline:
-            stop_server(process)
-            raise RuntimeError(f"no successful inference within {timeout:.0f} s")
-        time.sleep(0.005)
+            return False
+        return 200 <= status < 300
 
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's own process group (it may have spawned workers), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    group = os.getpgid(process.pid)
-    os.killpg(group, signal.SIGTERM)
+    log.unlink(missing_ok=True)
+    process = ManagedProcess(spec.name, spec.argv, log, {**os.environ, **spec.env}, spec.cwd)
+    started = time.perf_counter()
+    process.start()
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(group, signal.SIGKILL)
-        process.wait()
+        wait_until(answers, timeout, "a successful inference", process, poll=0.005)
+    except ProcessError:
+        stop_server(process)
+        raise
+    return process, time.perf_counter() - started
+
+
+def stop_server(process: ManagedProcess) -> None:
+    """The server's whole session (it may have spawned workers): SIGTERM, then SIGKILL."""
+    process.stop(grace_seconds=15.0, group=True)
 
 
 def resident_mb(pid: int) -> float:
@@ -702,7 +686,7 @@ def check_answers(spec: ServerSpec, url: str, rows: np.ndarray, expected: list[i
 
 def start_one(
     spec: ServerSpec, port: int, rows: np.ndarray, expected: list[int], workdir: Path
-) -> tuple[subprocess.Popen[bytes], float]:
+) -> tuple[ManagedProcess, float]:
     """Start a server, check its single-row answer: -> (process, cold start in seconds)."""
     url = f"http://127.0.0.1:{port}{spec.path}"
     one = rows[:1]
@@ -756,7 +740,7 @@ def run_pass(
     """Every server up at once on its own port, then each load on each server in turn (the
     order reversed every other pass): a server's numbers and its peers' are taken minutes apart
     at most, so a machine whose load drifts skews the ratios of one pass, not of the run."""
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    processes: dict[str, ManagedProcess] = {}
     peaks: dict[str, float] = {}
 
     def fail(name: str, exc: Exception) -> None:
@@ -775,7 +759,7 @@ def run_pass(
                 continue
             processes[name] = process
             results[name].cold_start_s.append(cold)
-            peaks[name] = resident_mb(process.pid)
+            peaks[name] = resident_mb(process.popen.pid)
         order = list(processes) if number % 2 else list(reversed(processes))
         for scenario in plan:
             for name in order:
@@ -790,7 +774,7 @@ def run_pass(
                     fail(name, exc)
                     continue
                 results[name].loads.setdefault(scenario.name, []).append(measured)
-                peaks[name] = max(peaks[name], resident_mb(processes[name].pid))
+                peaks[name] = max(peaks[name], resident_mb(processes[name].popen.pid))
         for name in processes:
             results[name].rss_mb.append(peaks[name])
     finally:
@@ -987,7 +971,7 @@ class AttackRun:
 
 def _service(
     model: Path, http_server: str, port: int, extra: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
+) -> ManagedProcess:
     env = {
         **os.environ,
         **extra,
@@ -997,31 +981,24 @@ def _service(
         "HTTP_SERVER": http_server,
         "LOG_LEVEL": "warning",
     }
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ml.serving"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}: {log.read_text()[-500:]}")
+    log.unlink(missing_ok=True)
+    process = ManagedProcess(http_server, [sys.executable, "-m", "ml.serving"], log, env, REPO)
+    process.start()
+    ready = f"http://127.0.0.1:{port}/v2/health/ready"
+
+    def is_ready() -> bool:
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/v2/health/ready", timeout=1
-            ) as answer:
-                if answer.status == 200:
-                    return process
+            with urllib.request.urlopen(ready, timeout=1) as answer:
+                return bool(answer.status == 200)
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(process)
-            raise RuntimeError("not ready within 60 s")
-        time.sleep(0.02)
+            return False
+
+    try:
+        wait_until(is_ready, 60.0, "the service to be ready", process, poll=0.02)
+    except ProcessError:
+        stop_server(process)
+        raise
+    return process
 
 
 def _probe(port: int, stop: Any, results: Any) -> None:
@@ -1054,7 +1031,7 @@ def run_attacks(
         target = Target(
             host="127.0.0.1",
             port=port,
-            pid=process.pid,
+            pid=process.popen.pid,
             limits=Limits.from_env(ATTACK_ENV),
             admin_token=token,
             model_name=MODEL_NAME,
@@ -1062,7 +1039,7 @@ def run_attacks(
             reload_body=json.dumps({"model_uri": str(model)}).encode(),
         )
         prober.start()
-        with RssSampler(process.pid) as rss:
+        with RssSampler(process.popen.pid) as rss:
             outcomes = asyncio.run(run_cases(target, cases))
         stop.set()
         latencies, failures = results.get(timeout=30)
@@ -1114,8 +1091,8 @@ def measure_drain(model: Path, http_server: str, body: bytes, workdir: Path) -> 
             if time.monotonic() > deadline:
                 raise RuntimeError("wrk's load never got under way")
             time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.popen.send_signal(signal.SIGTERM)
+        process.popen.wait(timeout=60)
         output, _ = wrk.communicate(timeout=60)
     finally:
         stop_server(process)
@@ -1123,7 +1100,7 @@ def measure_drain(model: Path, http_server: str, body: bytes, workdir: Path) -> 
             wrk.kill()
     line = next(x for x in output.splitlines() if x.startswith("BENCH_DRAIN "))
     result: dict[str, int] = json.loads(line.removeprefix("BENCH_DRAIN "))
-    result["exit_code"] = int(process.returncode)
+    result["exit_code"] = int(process.popen.returncode)
     return result
 
 

@@ -11,7 +11,7 @@ numbers normalised by a calibration measured in the same run on the same machine
   (`.bench/pipeline.json`, written by `make bench-pipeline`, which this target runs first).
 Absolute numbers are printed beside them. A serving number over the limit is measured once more
 and each percentile kept at its better run before the gate fails: a regression shows twice, a
-noisy pass does not. `--update` rewrites benchmarks/baseline.json.
+noisy pass does not. `--update` rewrites perf/baseline.json.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import numpy as np
 
 from ml.catalog import ModelEntry, load_catalog
 from ml.registration import read_record
-from scripts.local_service import running_service
+from scripts.processes import running_service
 from scripts.repo_copy import REPO
 
-BASELINE = REPO / "benchmarks" / "baseline.json"
+BASELINE = REPO / "perf" / "baseline.json"
 TOLERANCE = 0.10
 
 

@@ -1,6 +1,7 @@
 """Child processes of the local tools: one home for starting, waiting on and stopping them.
 
-Two lifetimes: a `ManagedProcess` lives as long as the tool that started it (rehearsal, bench);
+Two lifetimes: a `ManagedProcess` lives as long as the tool that started it (rehearsal, bench,
+`running_service` for a live model service);
 a detached one outlives it (`make cluster-up` returns while the control plane runs) and is
 stopped later from its `DaemonRecord`. Every process gets its own session, so a Ctrl-C in the
 terminal reaches the tool, which then stops its children in order, and is stopped by pid and
@@ -14,7 +15,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,22 +151,44 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        """The running child, for callers that signal or wait on it themselves."""
+        if self.process is None:
+            raise ProcessError(f"{self.name} was never started")
+        return self.process
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, grace_seconds: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `grace_seconds`, then SIGKILL; returns the exit code."""
+    def stop(self, grace_seconds: float = 5.0, group: bool = False) -> int | None:
+        """SIGTERM, wait up to `grace_seconds`, then SIGKILL; returns the exit code.
+
+        `group=True` signals the child's whole session (it must have its own), for servers that
+        spawn workers of their own: the workers go with it."""
         process = self.process
         if process is None:
             return None
+        if group and not self.own_session:
+            raise ProcessError(f"{self.name}: group stop needs its own session")
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            self._signal(process, signal.SIGTERM, group)
             try:
                 process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
-                process.kill()
+                self._signal(process, signal.SIGKILL, group)
                 process.wait(timeout=grace_seconds)
         return process.returncode
+
+    @staticmethod
+    def _signal(process: subprocess.Popen[bytes], sig: int, group: bool) -> None:
+        try:
+            if group:
+                os.killpg(process.pid, sig)  # own session: the group id is the child's pid
+            else:
+                process.send_signal(sig)
+        except ProcessLookupError:
+            pass
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -192,3 +219,43 @@ def wait_until(
             tail = f":\n{process.log_tail()}" if process is not None else ""
             raise ProcessError(f"timed out after {timeout:g} s waiting for {what}{tail}")
         time.sleep(poll)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ready(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    return check
+
+
+@contextmanager
+def running_service(
+    model: Path, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> Iterator[str]:
+    """The real model service (`python -m ml.serving`) on `model` at a free loopback port: wait on
+    its readiness endpoint (no fixed sleep), yield the base URL, and always stop it, killing it if
+    it does not drain in 10 s. Used for live /metrics (make manifests) and the performance gate."""
+    port = free_port()
+    child_env = {**os.environ, "MODEL_URI": str(model), "PORT": str(port), "HOST": "127.0.0.1"}
+    child_env.update(env or {})
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"ml-serving-{os.getpid()}-{port}.log"
+    service = ManagedProcess(
+        "ml.serving", [sys.executable, "-m", "ml.serving"], log, child_env, REPO
+    )
+    base = f"http://127.0.0.1:{port}"
+    service.start()
+    try:
+        wait_until(
+            _ready(f"{base}/v2/health/ready"), timeout, f"ml.serving ready on {base}", service
+        )
+        yield base
+    finally:
+        service.stop(grace_seconds=10.0)
+        log.unlink(missing_ok=True)

@@ -1,5 +1,10 @@
 """Service configuration from environment variables, validated once at start-up.
 
+pydantic-settings reads the variables: each field names its variable (`validation_alias`) and
+its bounds, and a validation error is turned into one ConfigError naming the variable, its value
+and the accepted form. The values are plain attributes afterwards: the hot path reads them as it
+read the dataclass before (a field access), never the environment.
+
 Every variable has a safe default except the fault-injection ones, which are off unless set and
 are refused outright when ``DEPLOY_ENV=production``: a rehearsal knob must never reach users.
 """
@@ -8,27 +13,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "digits-classifier"
 DEGRADE_MODES = ("shuffle", "constant")
 DEPLOY_ENVS = ("dev", "staging", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 HTTP_SERVERS = ("builtin", "uvicorn", "granian")
+# Read as given: a token or a path may hold spaces on purpose.
+_UNSTRIPPED = ("ADMIN_TOKEN", "SAMPLE_TOKEN", "MODEL_REGISTRATION", "MODEL_NAME")
+# Choices compared case-insensitively, as before.
+_LOWERED = ("LOG_LEVEL", "DEPLOY_ENV", "HTTP_SERVER", "FAULT_DEGRADE")
 
 
 class ConfigError(ValueError):
     """An environment variable is invalid; the message names the variable and the accepted form."""
 
 
-@dataclass(frozen=True)
-class FaultConfig:
+_FIELDS = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="ignore")
+
+
+class FaultConfig(BaseModel):
     """Deliberate misbehaviour for canary rehearsals (all off by default)."""
 
-    error_rate: float = 0.0
-    latency_ms: float = 0.0
-    degrade: Literal["", "shuffle", "constant"] = ""
+    model_config = _FIELDS
+
+    error_rate: float = Field(default=0.0, ge=0.0, le=1.0, validation_alias="FAULT_ERROR_RATE")
+    latency_ms: float = Field(default=0.0, ge=0.0, le=60_000.0, validation_alias="FAULT_LATENCY_MS")
+    degrade: Literal["", "shuffle", "constant"] = Field(
+        default="", validation_alias="FAULT_DEGRADE"
+    )
 
     @property
     def active(self) -> bool:
@@ -42,166 +62,142 @@ class FaultConfig:
         }
 
 
-@dataclass(frozen=True)
-class ServingConfig:
-    model_uri: str = "models/model.onnx"
-    registration_path: str | None = None
-    model_name: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1 << 20
-    max_batch: int = 256
-    admin_token: str | None = None
-    intra_op_threads: int = 1
+# The mapping `from_env` reads; empty for a config built from keyword arguments (tests, tools),
+# so a variable of the calling process never leaks into one.
+_ENVIRONMENT: ContextVar[Mapping[str, str]] = ContextVar("serving_environment", default={})
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """The variables of `from_env`'s mapping: an empty (or blank) one means "use the default"."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the mapping as a whole
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, raw in _ENVIRONMENT.get().items():
+            if raw.strip() == "":
+                continue
+            value = raw if name in _UNSTRIPPED else raw.strip()
+            values[name] = value.lower() if name in _LOWERED else value
+        return values
+
+
+class ServingConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, validate_by_name=True, validate_by_alias=True, extra="ignore"
+    )
+
+    model_uri: str = Field(default="models/model.onnx", validation_alias="MODEL_URI")
+    registration_path: str | None = Field(default=None, validation_alias="MODEL_REGISTRATION")
+    model_name: str | None = Field(default=None, validation_alias="MODEL_NAME")
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    port: int = Field(default=8080, ge=0, le=65535, validation_alias="PORT")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, validation_alias="MAX_BODY_BYTES")
+    max_batch: int = Field(default=256, ge=1, validation_alias="MAX_BATCH")
+    admin_token: str | None = Field(default=None, validation_alias="ADMIN_TOKEN")
+    intra_op_threads: int = Field(default=1, ge=1, validation_alias="ORT_INTRA_OP_THREADS")
     # rows merged into one onnxruntime call across concurrent requests (batching.py); 0 = off
-    batch_merge_rows: int = 256
+    batch_merge_rows: int = Field(default=256, ge=0, le=65536, validation_alias="BATCH_MERGE_ROWS")
     # threads running merged calls of many-row requests beside the event loop (batching.py);
     # 0 = every call on the loop. 1 measured fastest on 2 CPUs (ml/serving/README.md)
-    inference_threads: int = 1
-    log_level: str = "info"
-    deploy_env: str = "dev"
-    graceful_timeout_s: float = 20.0
-    http_server: str = "builtin"  # builtin (ml/serving/http.py) | uvicorn | granian
+    inference_threads: int = Field(default=1, ge=0, le=64, validation_alias="INFERENCE_THREADS")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias="LOG_LEVEL"
+    )
+    deploy_env: Literal["dev", "staging", "production"] = Field(
+        default="dev", validation_alias="DEPLOY_ENV"
+    )
+    graceful_timeout_s: float = Field(
+        default=20.0, ge=0.0, le=3600.0, validation_alias="GRACEFUL_TIMEOUT_S"
+    )
+    # builtin (ml/serving/http.py) | uvicorn | granian
+    http_server: Literal["builtin", "uvicorn", "granian"] = Field(
+        default="builtin", validation_alias="HTTP_SERVER"
+    )
     # -- limits against hostile clients (each one's threat: ml/serving/README.md, "Limits") -------
-    keep_alive_s: float = 75.0  # idle time allowed between requests on a connection
-    header_timeout_s: float = 5.0  # from a request's first byte (or the connect) to its last header
-    body_timeout_s: float = 10.0  # grace before the body must keep up with body_min_rate
-    body_min_rate: int = 65536  # bytes per second a body must average after that grace
-    send_timeout_s: float = 10.0  # how long a client may leave its answers unread
-    max_header_bytes: int = 16384  # request line and headers (and trailers) together
-    max_headers: int = 100
-    max_url_bytes: int = 8192
-    max_connections: int = 1024  # beyond: one request answered (503 unless a health check), close
-    max_buffered_bytes: int = 32 << 20  # request bodies held at once over all connections
-    max_tensor_elements: int = 1 << 20  # elements a v2 tensor's shape may declare
-    max_tensor_dims: int = 8  # dimensions a v2 tensor's shape may have
+    # idle time allowed between requests on a connection
+    keep_alive_s: float = Field(default=75.0, ge=0.1, le=3600.0, validation_alias="KEEP_ALIVE_S")
+    # from a request's first byte (or the connect) to its last header
+    header_timeout_s: float = Field(
+        default=5.0, ge=0.1, le=10.0, validation_alias="HEADER_TIMEOUT_S"
+    )
+    # grace before the body must keep up with body_min_rate
+    body_timeout_s: float = Field(default=10.0, ge=0.1, le=600.0, validation_alias="BODY_TIMEOUT_S")
+    # bytes per second a body must average after that grace
+    body_min_rate: int = Field(default=65536, ge=1, le=1 << 30, validation_alias="BODY_MIN_RATE")
+    # how long a client may leave its answers unread
+    send_timeout_s: float = Field(default=10.0, ge=0.1, le=600.0, validation_alias="SEND_TIMEOUT_S")
+    # request line and headers (and trailers) together
+    max_header_bytes: int = Field(
+        default=16384, ge=1024, le=1 << 20, validation_alias="MAX_HEADER_BYTES"
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000, validation_alias="MAX_HEADERS")
+    max_url_bytes: int = Field(default=8192, ge=256, le=1 << 20, validation_alias="MAX_URL_BYTES")
+    # beyond: one request answered (503 unless a health check), close
+    max_connections: int = Field(default=1024, ge=1, le=1 << 20, validation_alias="MAX_CONNECTIONS")
+    # request bodies held at once over all connections
+    max_buffered_bytes: int = Field(
+        default=32 << 20, ge=1024, validation_alias="MAX_BUFFERED_BYTES"
+    )
+    # elements a v2 tensor's shape may declare
+    max_tensor_elements: int = Field(
+        default=1 << 20, ge=1, le=1 << 31, validation_alias="MAX_TENSOR_ELEMENTS"
+    )
+    # dimensions a v2 tensor's shape may have
+    max_tensor_dims: int = Field(default=8, ge=1, le=32, validation_alias="MAX_TENSOR_DIMS")
     # reload: files only under this directory (default: the directory of a file MODEL_URI)
-    model_dir: str | None = None
-    reload_timeout_s: float = 60.0
-    faults: FaultConfig = field(default_factory=FaultConfig)
+    model_dir: str | None = Field(default=None, validation_alias="MODEL_DIR")
+    reload_timeout_s: float = Field(
+        default=60.0, ge=1.0, le=3600.0, validation_alias="RELOAD_TIMEOUT_S"
+    )
+    faults: FaultConfig = Field(default_factory=FaultConfig)
     # input sample for the drift monitor (ml/serving/sampling.py); size 0 turns sampling off
-    input_sample_size: int = 1024
-    input_sample_window_s: float = 3600.0
-    sample_token: str | None = None
+    input_sample_size: int = Field(
+        default=1024, ge=0, le=65536, validation_alias="INPUT_SAMPLE_SIZE"
+    )
+    input_sample_window_s: float = Field(
+        default=3600.0, ge=1.0, le=7 * 86400.0, validation_alias="INPUT_SAMPLE_WINDOW_S"
+    )
+    sample_token: str | None = Field(default=None, validation_alias="SAMPLE_TOKEN")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # keyword arguments, then from_env's mapping; never os.environ behind the caller's back
+        return (init_settings, _MappingSource(settings_cls))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_faults(cls, data: Any) -> Any:
+        """The FAULT_* variables make up `faults`."""
+        if not isinstance(data, dict):
+            return data
+        faults = {k: data.pop(k) for k in list(data) if k.startswith("FAULT_")}
+        if faults and "faults" not in data:
+            data["faults"] = faults
+        return data
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ServingConfig":
         """Read the variables listed in ml/serving/README.md; raise ConfigError on a bad one."""
-        degrade = env.get("FAULT_DEGRADE", "").strip().lower()
-        if degrade not in ("", *DEGRADE_MODES):
-            raise ConfigError(
-                f"FAULT_DEGRADE={degrade!r}: expected one of {', '.join(DEGRADE_MODES)}"
-            )
-        faults = FaultConfig(
-            error_rate=_number(env, "FAULT_ERROR_RATE", 0.0, low=0.0, high=1.0),
-            latency_ms=_number(env, "FAULT_LATENCY_MS", 0.0, low=0.0, high=60_000.0),
-            degrade=degrade,  # type: ignore[arg-type]  # checked against DEGRADE_MODES above
-        )
-        deploy_env = env.get("DEPLOY_ENV", "dev").strip().lower()
-        if deploy_env not in DEPLOY_ENVS:
-            raise ConfigError(
-                f"DEPLOY_ENV={deploy_env!r}: expected one of {', '.join(DEPLOY_ENVS)}"
-            )
         if "INFERENCE_THREAD" in env:  # the old boolean: ignoring it silently would surprise
             raise ConfigError(
                 "INFERENCE_THREAD was replaced by INFERENCE_THREADS (a count; 0 = no worker thread)"
             )
-        log_level = env.get("LOG_LEVEL", "info").strip().lower()
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(f"LOG_LEVEL={log_level!r}: expected debug, info, warning or error")
-        config = cls(
-            model_uri=env.get("MODEL_URI", cls.model_uri).strip() or cls.model_uri,
-            registration_path=env.get("MODEL_REGISTRATION") or None,
-            model_name=env.get("MODEL_NAME") or None,
-            host=env.get("HOST", cls.host).strip() or cls.host,
-            port=int(_number(env, "PORT", cls.port, low=0, high=65535, integer=True)),
-            max_body_bytes=int(
-                _number(env, "MAX_BODY_BYTES", cls.max_body_bytes, low=1024, integer=True)
-            ),
-            max_batch=int(_number(env, "MAX_BATCH", cls.max_batch, low=1, integer=True)),
-            admin_token=env.get("ADMIN_TOKEN") or None,
-            intra_op_threads=int(
-                _number(env, "ORT_INTRA_OP_THREADS", cls.intra_op_threads, low=1, integer=True)
-            ),
-            batch_merge_rows=int(
-                _number(
-                    env, "BATCH_MERGE_ROWS", cls.batch_merge_rows, low=0, high=65536, integer=True
-                )
-            ),
-            inference_threads=int(
-                _number(
-                    env, "INFERENCE_THREADS", cls.inference_threads, low=0, high=64, integer=True
-                )
-            ),
-            log_level=log_level,
-            deploy_env=deploy_env,
-            graceful_timeout_s=_number(
-                env, "GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, low=0.0, high=3600.0
-            ),
-            http_server=_choice(env, "HTTP_SERVER", cls.http_server, HTTP_SERVERS),
-            keep_alive_s=_number(env, "KEEP_ALIVE_S", cls.keep_alive_s, low=0.1, high=3600.0),
-            header_timeout_s=_number(
-                env, "HEADER_TIMEOUT_S", cls.header_timeout_s, low=0.1, high=10.0
-            ),
-            body_timeout_s=_number(env, "BODY_TIMEOUT_S", cls.body_timeout_s, low=0.1, high=600.0),
-            body_min_rate=int(
-                _number(env, "BODY_MIN_RATE", cls.body_min_rate, low=1, high=1 << 30, integer=True)
-            ),
-            send_timeout_s=_number(env, "SEND_TIMEOUT_S", cls.send_timeout_s, low=0.1, high=600.0),
-            max_header_bytes=int(
-                _number(
-                    env,
-                    "MAX_HEADER_BYTES",
-                    cls.max_header_bytes,
-                    low=1024,
-                    high=1 << 20,
-                    integer=True,
-                )
-            ),
-            max_headers=int(
-                _number(env, "MAX_HEADERS", cls.max_headers, low=8, high=1000, integer=True)
-            ),
-            max_url_bytes=int(
-                _number(
-                    env, "MAX_URL_BYTES", cls.max_url_bytes, low=256, high=1 << 20, integer=True
-                )
-            ),
-            max_connections=int(
-                _number(
-                    env, "MAX_CONNECTIONS", cls.max_connections, low=1, high=1 << 20, integer=True
-                )
-            ),
-            max_buffered_bytes=int(
-                _number(env, "MAX_BUFFERED_BYTES", cls.max_buffered_bytes, low=1024, integer=True)
-            ),
-            max_tensor_elements=int(
-                _number(
-                    env,
-                    "MAX_TENSOR_ELEMENTS",
-                    cls.max_tensor_elements,
-                    low=1,
-                    high=1 << 31,
-                    integer=True,
-                )
-            ),
-            max_tensor_dims=int(
-                _number(env, "MAX_TENSOR_DIMS", cls.max_tensor_dims, low=1, high=32, integer=True)
-            ),
-            model_dir=env.get("MODEL_DIR", "").strip() or None,
-            reload_timeout_s=_number(
-                env, "RELOAD_TIMEOUT_S", cls.reload_timeout_s, low=1.0, high=3600.0
-            ),
-            faults=faults,
-            input_sample_size=int(
-                _number(
-                    env, "INPUT_SAMPLE_SIZE", cls.input_sample_size, low=0, high=65536, integer=True
-                )
-            ),
-            input_sample_window_s=_number(
-                env, "INPUT_SAMPLE_WINDOW_S", cls.input_sample_window_s, low=1.0, high=7 * 86400.0
-            ),
-            sample_token=env.get("SAMPLE_TOKEN") or None,
-        )
+        token = _ENVIRONMENT.set(env)
+        try:
+            config = cls()
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+        finally:
+            _ENVIRONMENT.reset(token)
         config.check_deployable()
         return config
 
@@ -233,30 +229,44 @@ class ServingConfig:
         return os.path.dirname(os.path.abspath(self.model_uri))
 
 
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    low: float | None = None,
-    high: float | None = None,
-    integer: bool = False,
-) -> float:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{name}={raw!r}: expected {kind}") from None
-    if value != value or (low is not None and value < low) or (high is not None and value > high):
+def _bounds(model: type[BaseModel], field: str) -> tuple[Any, Any]:
+    low: Any = None
+    high: Any = None
+    for meta in model.model_fields[field].metadata:
+        if isinstance(meta, annotated_types.Ge):
+            low = meta.ge
+        elif isinstance(meta, annotated_types.Le):
+            high = meta.le
+    return low, high
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    """The first error as `NAME='value': expected ...`, the form the old hand parser used."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    model: type[BaseModel] = ServingConfig
+    if loc[0] == "faults" and len(loc) > 1:
+        model, loc = FaultConfig, loc[1:]
+    name = loc[0]
+    if name in model.model_fields:
+        field = name
+        alias = model.model_fields[name].validation_alias
+        name = str(alias) if alias else name
+    else:
+        field = next(
+            (f for f, info in model.model_fields.items() if info.validation_alias == name), ""
+        )
+    raw = error.get("input")
+    kind = error["type"]
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return ConfigError(f"{name}={raw!r}: expected an integer")
+    if kind in ("float_parsing", "float_type"):
+        return ConfigError(f"{name}={raw!r}: expected a number")
+    if kind == "literal_error":
+        choices = model.model_fields[field].annotation.__args__  # type: ignore[union-attr]
+        return ConfigError(f"{name}={raw!r}: expected one of {', '.join(c for c in choices if c)}")
+    if field and kind in ("greater_than_equal", "less_than_equal", "finite_number"):
+        low, high = _bounds(model, field)
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ConfigError(f"{name}={raw!r}: expected a value in {bounds}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().lower() or default
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return value
+        return ConfigError(f"{name}={raw!r}: expected a value in {bounds}")
+    return ConfigError(f"{name}={raw!r}: {error['msg']}")

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Finding, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj
 from scripts.manifests.workloads import name_of
 
 ALERT_TESTS = REPO_ROOT / "tests" / "manifests" / "alerts"

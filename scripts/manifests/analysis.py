@@ -1,5 +1,5 @@
 """Argo Rollouts analysis: what a Rollout references, and AnalysisTemplate specs the controller
-would reject or mis-evaluate (REFERENCE.md: invalid specs put the run in Error, an empty result
+would reject or mis-evaluate (docs/ROLLOUTS.md: invalid specs put the run in Error, an empty result
 makes `result[0]` raise, NaN makes every comparison false)."""
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from scripts.manifests.model import Finding, Obj
+from scripts.manifests.vocabulary import Finding, Obj
+from scripts.rehearsal.analysis import AnalysisSpecError, metric_spec_problems
+from scripts.rehearsal.canary import field_path_value
+from scripts.rehearsal.expr import template_condition_problem
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
 _PLACEHOLDER = re.compile(r"{{\s*([^}]*?)\s*}}")
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_FIELDREF_ANNOTATION = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,11 @@ def analysis_refs(rollout: Obj) -> list[AnalysisRef]:
 def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, str | None]:
     """Values of a step's args as the controller resolves them before a run starts.
 
-    `value` and `fieldRef` to the Rollout's own metadata resolve here; `podTemplateHashValue`
-    is only known in a live cluster (None). The canary rehearsal uses this to get the thresholds.
+    `value`, and `fieldRef` into the Rollout itself through the rehearsal's resolver (the
+    controller's rules, docs/ROLLOUTS.md); `podTemplateHashValue` is only known in a live cluster
+    (None), and so is a path that resolves to nothing or to "" (nothing to judge a canary by).
+    The canary rehearsal and the overlay tests use this to get the thresholds.
     """
-    meta = rollout.get("metadata") or {}
     out: dict[str, str | None] = {}
     for arg in args:
         name = str(arg.get("name"))
@@ -64,15 +66,11 @@ def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, s
         if not field_ref:
             out[name] = None
             continue
-        if field_ref == "metadata.namespace":
-            out[name] = meta.get("namespace")
-            continue
-        if field_ref == "metadata.name":
-            out[name] = meta.get("name")
-            continue
-        match = _FIELDREF_ANNOTATION.match(str(field_ref))
-        value = (meta.get(match.group(1)) or {}).get(match.group(2)) if match else None
-        out[name] = None if value is None else str(value)
+        try:
+            value = field_path_value(rollout, str(field_ref))
+        except AnalysisSpecError:
+            value = ""
+        out[name] = value or None
     return out
 
 
@@ -119,35 +117,12 @@ def check_references(objects: list[Obj]) -> Iterator[Finding]:
                     )
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-        return int(value)
-    return None
-
-
 def _check_condition(template: Obj, field: str, condition: str) -> Iterator[Finding]:
-    if "result[0]" not in condition:
-        return
-    if not re.search(r"len\(result\)\s*(>|>=|!=)\s*[01]", condition):
-        yield Finding(
-            "analysis",
-            template,
-            field,
-            "indexes result[0] without a `len(result) > 0` guard: an empty Prometheus vector "
-            "(no data) makes the measurement Error instead of Inconclusive/Failed",
-        )
-    if "isNaN(result[0])" not in condition:
-        yield Finding(
-            "analysis",
-            template,
-            field,
-            "compares result[0] without `!isNaN(result[0])`: NaN (0/0 without traffic) makes "
-            "every comparison false",
-        )
+    # One home for what a condition may be: the rehearsal's condition language
+    # (docs/ROLLOUTS.md), so a template that passes here is one the rehearsal can judge.
+    problem = template_condition_problem(condition)
+    if problem is not None:
+        yield Finding("analysis", template, field, f"condition {problem}")
 
 
 def _check_metric(
@@ -166,33 +141,9 @@ def _check_metric(
             yield Finding(
                 "analysis", template, base, f"{{{{{placeholder}}}}} names an undeclared arg"
             )
-    for key in ("interval", "initialDelay"):
-        value = metric.get(key)
-        if isinstance(value, str) and "{{" not in value and not _DURATION.match(value):
-            yield Finding("analysis", template, f"{base}.{key}", f"{value!r} is not a duration")
-    count, interval = _as_int(metric.get("count")), metric.get("interval")
-    failure_limit = _as_int(metric.get("failureLimit"))
-    if count is not None and count > 1 and not interval:
-        yield Finding("analysis", template, f"{base}.count", "count > 1 needs an interval")
-    if count is not None and failure_limit is not None and 0 < count < failure_limit:
+    for key, message in metric_spec_problems(metric):
         yield Finding(
-            "analysis", template, f"{base}.count", "count is below failureLimit: can never fail"
-        )
-    for key in ("failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "count"):
-        value = _as_int(metric.get(key))
-        if value is None or value >= 0:
-            continue
-        if (
-            key == "failureLimit"
-            and value == -1
-            and (_as_int(metric.get("consecutiveSuccessLimit")) or 0) > 0
-        ):
-            continue
-        yield Finding("analysis", template, f"{base}.{key}", f"{key} {value} is negative")
-    providers = [k for k, v in (metric.get("provider") or {}).items() if v is not None]
-    if len(providers) != 1:
-        yield Finding(
-            "analysis", template, f"{base}.provider", f"needs exactly one provider, has {providers}"
+            "analysis", template, f"{base}.{key}", f"{message} (the run would go to Error)"
         )
     for key in ("successCondition", "failureCondition"):
         if isinstance(metric.get(key), str):
@@ -200,8 +151,9 @@ def _check_metric(
 
 
 def check_templates(objects: list[Obj]) -> Iterator[Finding]:
-    """AnalysisTemplate specs the controller would put in Error, or conditions that mis-handle
-    no-data: duplicate metric names, unknown placeholders, bad durations and limits."""
+    """AnalysisTemplate specs the controller would put in Error (the rehearsal's own rules, one
+    home: scripts.rehearsal.analysis.metric_spec_problems), or conditions that mis-handle no-data:
+    duplicate metric names, unknown placeholders, bad durations and limits."""
     for template in (o for o in objects if o.get("kind") in TEMPLATE_KINDS):
         spec = template.get("spec") or {}
         args = {str(a.get("name")) for a in spec.get("args") or [] if isinstance(a, dict)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scripts.manifests import metrics, report
 from scripts.manifests.diff import diff_refs, diff_table
-from scripts.manifests.model import REPO_ROOT
+from scripts.manifests.vocabulary import REPO_ROOT
 from scripts.manifests.render import (
     RenderError,
     discover_targets,
@@ -17,7 +17,7 @@ from scripts.manifests.render import (
     render_text,
     render_with_kubectl,
 )
-from scripts.manifests.model import TargetResult
+from scripts.manifests.vocabulary import TargetResult
 from scripts.manifests.validate import Checks, apply_kubeconform, validate_all
 
 

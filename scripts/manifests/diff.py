@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Obj
 from scripts.manifests.render import RenderError, discover_targets, render_overlay
 
 DESIRED_STATE = ("apps", "rollouts", "clusters")

@@ -25,7 +25,7 @@ from typing import Any
 
 from scripts import engines
 from scripts.gen_schemas import kubernetes_schema_dir
-from scripts.manifests.model import REPO_ROOT, Finding, Obj, path_str
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj, path_str
 from scripts.manifests.render import dump_documents
 from scripts.manifests.schema import KUBERNETES_VERSION, SCHEMA_DIR
 

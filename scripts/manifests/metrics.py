@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from scripts.manifests.analysis import prometheus_queries
-from scripts.local_service import running_service
-from scripts.manifests.model import REPO_ROOT, Finding, Obj
+from scripts.processes import running_service
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj
 
 # Metrics the platform exports (not the service): alert rules may use these, analysis may not.
 PLATFORM_METRICS = {

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Finding, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj
 from scripts.manifests.sources import SourceDoc
 from scripts.manifests.workloads import PodTemplate, name_of, namespace_of, pod_templates, selects
 

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from scripts import gen_schemas, platform
-from scripts.manifests.model import REPO_ROOT, Finding, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj
 from scripts.manifests.workloads import name_of
 
 Renderer = Callable[[Path], list[Obj]]

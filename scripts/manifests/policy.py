@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from scripts.manifests.model import Finding, Obj
+from scripts.manifests.vocabulary import Finding, Obj
 from scripts.manifests.workloads import PodTemplate, name_of, pod_templates
 
 ALLOWED_ADDED_CAPABILITIES = {"NET_BIND_SERVICE"}

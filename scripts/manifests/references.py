@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, Finding, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj
 from scripts.manifests.sources import kustomization_file
 from scripts.manifests.workloads import (
     PodTemplate,

@@ -12,7 +12,7 @@ from typing import Any
 import pykustomize
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, FastLoader, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, FastLoader, Obj
 
 
 class RenderError(Exception):

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from scripts import engines
-from scripts.manifests.model import TargetResult
+from scripts.manifests.vocabulary import TargetResult
 
 
 def kubeconform_version() -> str:

@@ -20,7 +20,7 @@ import jsonschema
 from referencing import Registry, Resource
 
 from scripts import engines
-from scripts.manifests.model import REPO_ROOT, Finding, Obj, path_str
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj, path_str
 
 
 def kubernetes_schema_version() -> str:

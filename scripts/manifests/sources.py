@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from scripts.manifests.model import REPO_ROOT, FastLoader, Obj, path_str
+from scripts.manifests.vocabulary import REPO_ROOT, FastLoader, Obj, path_str
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 

@@ -16,7 +16,7 @@ from scripts.manifests import (
     policy,
     references,
 )
-from scripts.manifests.model import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
+from scripts.manifests.vocabulary import REPO_ROOT, Finding, Obj, Problem, TargetResult, object_id
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.manifests.schema import SchemaValidator
 from scripts.manifests.sources import (

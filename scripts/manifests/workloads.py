@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scripts.manifests.model import Obj
+from scripts.manifests.vocabulary import Obj
 
 TEMPLATE_KINDS = ("Rollout", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 

@@ -1,9 +1,9 @@
 """Canary rehearsal: the Argo Rollouts analysis, run for real against a live Prometheus.
 
 Argo Rollouts cannot run on the build machines, so this package reproduces the parts of it that
-decide a canary's fate (../shared/REFERENCE.md, "Argo Rollouts analysis"):
+decide a canary's fate (docs/ROLLOUTS.md, pinned to Argo Rollouts v1.8.3):
 
-- ``expr``: the expr-lang subset of success/failure conditions;
+- ``expr``: the condition language of success/failure conditions `make manifests` allows;
 - ``analysis``: AnalysisRun semantics (templating, validation, measurement/metric/run phases,
   scheduling) as pure code with an injectable clock and query function;
 - ``prometheus``: instant queries sent the way Argo sends them;

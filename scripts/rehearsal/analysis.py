@@ -1,7 +1,7 @@
 """Argo Rollouts AnalysisRun semantics as plain code: injectable clock and query function, no I/O.
 
-Follows ../shared/REFERENCE.md ("Argo Rollouts analysis"), which was read from the controller's
-source (analysis/analysis.go, utils/analysis, utils/evaluate). Where the controller reconciles a
+Follows docs/ROLLOUTS.md: the rules of Argo Rollouts v1.8.3, read from the controller's source
+(analysis/analysis.go, utils/analysis, utils/evaluate). Where the controller reconciles a
 Kubernetes object, `AnalysisRun.reconcile()` does the same work on an in-memory object: take due
 measurements, assess metric phases, assess the run phase, and say when it wants to be called next.
 
@@ -323,11 +323,8 @@ def _provider(
     metric: Mapping[str, Any], default_address: str | None
 ) -> tuple[PrometheusQuery | None, str | None]:
     provider = metric.get("provider") or {}
+    # metric_spec_problems has made sure there is exactly one.
     kinds = [key for key in provider if key in _KNOWN_PROVIDERS and provider[key] is not None]
-    if not kinds:
-        raise AnalysisSpecError("no provider specified")
-    if len(kinds) > 1:
-        raise AnalysisSpecError("multiple providers specified")
     if kinds[0] != "prometheus":
         raise RehearsalUnsupported(
             f"metric {metric.get('name')!r}: provider {kinds[0]!r} cannot be rehearsed "
@@ -360,59 +357,89 @@ def _provider(
     return query, None
 
 
-def _duration_field(metric: Mapping[str, Any], key: str, label: str) -> float | None:
+def _duration_field(metric: Mapping[str, Any], key: str) -> float | None:
     raw = metric.get(key)
-    if raw in (None, ""):
-        return None
-    try:
-        return parse_duration(str(raw))
-    except ValueError as exc:
-        raise AnalysisSpecError(f"invalid {label} string: {exc}") from None
+    return None if raw in (None, "") else parse_duration(str(raw))
+
+
+def metric_spec_problems(metric: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """ValidateMetric of Argo Rollouts v1.8.3 (docs/ROLLOUTS.md): (field, message) for every rule
+    the metric breaks, in the controller's order and with its messages; the controller stops at
+    the first and puts the run in Error. Fields still holding `{{...}}` are skipped: they are
+    judged once templated. `make manifests` reports them all; `build_metric` raises the first.
+    """
+    metric = {k: v for k, v in metric.items() if not (isinstance(v, str) and "{{" in v)}
+    count = int_or_string(metric.get("count"), 0)
+    failure_limit = int_or_string(metric.get("failureLimit"), 0)
+    inconclusive_limit = int_or_string(metric.get("inconclusiveLimit"), 0)
+    success_limit = int_or_string(metric.get("consecutiveSuccessLimit"), 0)
+    error_limit = int_or_string(
+        metric.get("consecutiveErrorLimit"), DEFAULT_CONSECUTIVE_ERROR_LIMIT
+    )
+    problems: list[tuple[str, str]] = []
+    if success_limit < 0:
+        problems.append(("consecutiveSuccessLimit", "consecutiveSuccessLimit must be >= 0"))
+    if failure_limit < -1:
+        problems.append(("failureLimit", "failureLimit must be >= 0, or -1 to be disabled"))
+    if success_limit == 0 and failure_limit == -1:
+        problems.append(
+            ("failureLimit", "failureLimit and consecutiveSuccessLimit cannot both be disabled")
+        )
+    if inconclusive_limit < 0:
+        problems.append(("inconclusiveLimit", "inconclusiveLimit must be >= 0"))
+    if error_limit < 0:
+        problems.append(("consecutiveErrorLimit", "consecutiveErrorLimit must be >= 0"))
+    if count > 0:
+        if success_limit >= 0 and failure_limit >= 0:
+            if count < failure_limit + success_limit:
+                problems.append(
+                    (
+                        "count",
+                        f"count ({count}) must be >= failureLimit + consecutiveSuccessLimit "
+                        f"({failure_limit} + {success_limit}) if both >= 0",
+                    )
+                )
+        elif success_limit >= 0 and count < success_limit:
+            problems.append(("count", "count must be >= consecutiveSuccessLimit"))
+        if count < inconclusive_limit:
+            problems.append(("count", "count must be >= inconclusiveLimit"))
+    if count > 1 and not metric.get("interval"):
+        problems.append(("count", "interval must be specified when count > 1"))
+    for key, label in (("interval", "interval"), ("initialDelay", "startDelay")):
+        try:
+            _duration_field(metric, key)
+        except ValueError as exc:
+            problems.append((key, f"invalid {label} string: {exc}"))
+    provider = metric.get("provider") or {}
+    kinds = [key for key in provider if key in _KNOWN_PROVIDERS and provider[key] is not None]
+    if not kinds:
+        problems.append(("provider", "no provider specified"))
+    elif len(kinds) > 1:
+        problems.append(("provider", "multiple providers specified"))
+    return problems
 
 
 def build_metric(
     metric: Mapping[str, Any], default_address: str | None, dry_run: bool = False
 ) -> MetricSpec:
     """Validate one resolved metric (ValidateMetric) and turn it into a MetricSpec."""
-    name = str(metric.get("name") or "")
-    count = int_or_string(metric.get("count"), 0)
-    failure_limit = int_or_string(metric.get("failureLimit"), 0)
-    inconclusive_limit = int_or_string(metric.get("inconclusiveLimit"), 0)
-    consecutive_error_limit = int_or_string(
-        metric.get("consecutiveErrorLimit"), DEFAULT_CONSECUTIVE_ERROR_LIMIT
-    )
-    consecutive_success_limit = int_or_string(metric.get("consecutiveSuccessLimit"), 0)
-    interval = _duration_field(metric, "interval", "interval")
-    initial_delay = _duration_field(metric, "initialDelay", "startDelay")
-    if count > 0:
-        if count < failure_limit:
-            raise AnalysisSpecError("count must be >= failureLimit")
-        if count < inconclusive_limit:
-            raise AnalysisSpecError("count must be >= inconclusiveLimit")
-    if count > 1 and interval is None:
-        raise AnalysisSpecError("interval must be specified when count > 1")
-    if failure_limit < 0 and not (failure_limit == -1 and consecutive_success_limit > 0):
-        raise AnalysisSpecError(
-            "failureLimit must be >= 0 (or -1 together with consecutiveSuccessLimit > 0)"
-        )
-    if inconclusive_limit < 0:
-        raise AnalysisSpecError("inconclusiveLimit must be >= 0")
-    if consecutive_error_limit < 0:
-        raise AnalysisSpecError("consecutiveErrorLimit must be >= 0")
-    if consecutive_success_limit < 0:
-        raise AnalysisSpecError("consecutiveSuccessLimit must be >= 0")
+    problems = metric_spec_problems(metric)
+    if problems:
+        raise AnalysisSpecError(problems[0][1])
     provider, provider_error = _provider(metric, default_address)
     return MetricSpec(
-        name=name,
+        name=str(metric.get("name") or ""),
         provider=provider,
         provider_error=provider_error,
-        interval=interval,
-        initial_delay=initial_delay,
-        count=count,
-        failure_limit=failure_limit,
-        inconclusive_limit=inconclusive_limit,
-        consecutive_error_limit=consecutive_error_limit,
-        consecutive_success_limit=consecutive_success_limit,
+        interval=_duration_field(metric, "interval"),
+        initial_delay=_duration_field(metric, "initialDelay"),
+        count=int_or_string(metric.get("count"), 0),
+        failure_limit=int_or_string(metric.get("failureLimit"), 0),
+        inconclusive_limit=int_or_string(metric.get("inconclusiveLimit"), 0),
+        consecutive_error_limit=int_or_string(
+            metric.get("consecutiveErrorLimit"), DEFAULT_CONSECUTIVE_ERROR_LIMIT
+        ),
+        consecutive_success_limit=int_or_string(metric.get("consecutiveSuccessLimit"), 0),
         success_condition=str(metric.get("successCondition") or ""),
         failure_condition=str(metric.get("failureCondition") or ""),
         dry_run=dry_run,

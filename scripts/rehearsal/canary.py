@@ -1,7 +1,7 @@
 """The canary step driver: walks a rendered Rollout's steps as the Rollouts controller would, with
 the analysis runs of `analysis.py`, and says what would happen: Promoted, Aborted, or Paused.
 
-What each step does (REFERENCE.md, "Canary steps and what analysis outcomes do"):
+What each step does (docs/ROLLOUTS.md, "Canary steps"):
 
 - ``setWeight``: the canary's traffic share changes at once (`set_weight` callback: the
   orchestrator re-splits its load). Before the first setWeight the canary gets 0 %.

@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +25,8 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import httpx
 
-from scripts.local_service import free_port
+from scripts import processes
+from scripts.processes import ManagedProcess, ProcessError, free_port
 from scripts.rehearsal.analysis import SystemClock
 from scripts.rehearsal.canary import CanaryRehearsal, Event, RehearsalResult, RolloutSpecError
 from scripts.rehearsal.prometheus import PrometheusClient, PrometheusQuery, ProviderError
@@ -52,65 +51,6 @@ class RehearsalSetupError(RuntimeError):
 # Processes
 
 
-class ManagedProcess:
-    """One child process with its log file; stopped by pid, never by name."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = dict(env) if env is not None else None
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,  # the terminal's Ctrl-C goes to us, not to the children
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, grace_seconds: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `grace_seconds`, then SIGKILL; returns the exit code."""
-        process = self.process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=grace_seconds)
-        return process.returncode
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
 def wait_until(
     condition: Callable[[], bool],
     timeout: float,
@@ -118,20 +58,11 @@ def wait_until(
     process: ManagedProcess | None = None,
     poll: float = 0.05,
 ) -> None:
-    """Poll `condition` until it holds; fail fast if `process` dies, with its log tail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return
-        if process is not None and not process.alive():
-            raise RehearsalSetupError(
-                f"{process.name} exited (code {process.process and process.process.returncode}) "
-                f"before {what}:\n{process.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            tail = f":\n{process.log_tail()}" if process is not None else ""
-            raise RehearsalSetupError(f"timed out after {timeout:g} s waiting for {what}{tail}")
-        time.sleep(poll)
+    """scripts.processes.wait_until, its failure reported as a setup error of the rehearsal."""
+    try:
+        processes.wait_until(condition, timeout, what, process, poll)
+    except ProcessError as exc:
+        raise RehearsalSetupError(str(exc)) from None
 
 
 def _http_ok(url: str) -> bool:
@@ -419,9 +350,12 @@ class RehearsalEnvironment:
         prometheus_port = free_port()
         self.prometheus_url = f"http://127.0.0.1:{prometheus_port}"
         self.prometheus = self._prometheus(binary, prometheus_port, ports)
-        processes = [*self.services.values(), self.prometheus]
-        for process in processes:
-            process.start()
+        children = [*self.services.values(), self.prometheus]
+        for process in children:
+            try:
+                process.start()
+            except ProcessError as exc:
+                raise RehearsalSetupError(str(exc)) from None
             self._stack.callback(process.stop)
         for role, process in self.services.items():
             url = f"http://127.0.0.1:{ports[role]}"

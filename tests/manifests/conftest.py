@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scripts.manifests import metrics
-from scripts.manifests.model import REPO_ROOT, Obj, TargetResult
+from scripts.manifests.vocabulary import REPO_ROOT, Obj, TargetResult
 from scripts.manifests.render import discover_targets
 from scripts.manifests.validate import Checks, validate_all
 

@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 
 from scripts.manifests import alerts
-from scripts.manifests.model import Obj
+from scripts.manifests.vocabulary import Obj
 from tests.manifests.conftest import only
 
 TARGET = "apps/digits-classifier/overlays/staging"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.manifests import cli, metrics, render_overlay
-from scripts.manifests.model import REPO_ROOT
+from scripts.manifests.vocabulary import REPO_ROOT
 
 STAGING = str(REPO_ROOT / "apps/digits-classifier/overlays/staging")
 BROKEN = str(REPO_ROOT / "tests/manifests/corpus/privileged-pod")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from scripts.manifests.diff import diff_refs, diff_renders, diff_table, object_key
-from scripts.manifests.model import REPO_ROOT
+from scripts.manifests.vocabulary import REPO_ROOT
 
 
 def _git(cwd: Path, *args: str) -> None:

@@ -13,7 +13,7 @@ import yaml
 from scripts.gen_schemas import kubernetes_schema_dir
 from scripts.manifests import kubeconform
 from scripts.manifests.cli import main
-from scripts.manifests.model import Problem, TargetResult
+from scripts.manifests.vocabulary import Problem, TargetResult
 from scripts.manifests.schema import KUBERNETES_VERSION
 from scripts.manifests.validate import Checks, validate_target
 from scripts.engines import engine_of

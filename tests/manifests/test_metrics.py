@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from scripts.manifests import metrics
 from scripts.manifests.analysis import prometheus_queries
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Obj
 
 
 def test_promql_names_skip_functions_labels_keywords_and_templates() -> None:

@@ -10,7 +10,7 @@ import copy
 import pytest
 
 from scripts.manifests import network
-from scripts.manifests.model import Obj
+from scripts.manifests.vocabulary import Obj
 from tests.manifests.conftest import only
 
 OVERLAYS = [f"apps/digits-classifier/overlays/{env}" for env in ("dev", "staging", "production")]

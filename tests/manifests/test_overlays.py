@@ -14,7 +14,7 @@ from scripts.manifests import (
     resolve_static_args,
 )
 from ml.catalog import load_catalog
-from scripts.manifests.model import REPO_ROOT, Obj, TargetResult
+from scripts.manifests.vocabulary import REPO_ROOT, Obj, TargetResult
 from tests.manifests.conftest import only
 
 OVERLAYS = ["dev", "staging", "production"]

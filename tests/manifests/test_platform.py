@@ -14,7 +14,7 @@ import yaml
 
 from scripts import platform
 from scripts.manifests import platform_wiring
-from scripts.manifests.model import REPO_ROOT, Obj
+from scripts.manifests.vocabulary import REPO_ROOT, Obj
 from scripts.manifests.render import discover_targets, render_overlay
 from tests.manifests.conftest import only
 

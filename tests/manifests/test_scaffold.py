@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from scripts.manifests.model import REPO_ROOT
+from scripts.manifests.vocabulary import REPO_ROOT
 from scripts.manifests.render import discover_targets
 from scripts.manifests.validate import Checks, validate_all
 

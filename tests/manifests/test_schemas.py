@@ -14,7 +14,7 @@ import pytest
 
 from scripts import gen_schemas, platform
 from scripts.manifests.kubeconform import validate_rendered
-from scripts.manifests.model import Obj
+from scripts.manifests.vocabulary import Obj
 from scripts.manifests.schema import SchemaValidator
 from tests.manifests.conftest import only
 

@@ -87,5 +87,15 @@ def test_outputs_are_distributions_over_the_declared_classes(
 
 
 def test_blank_image_is_not_confident(pipeline_workspace: Path) -> None:
-    probabilities, _ = predictor(pipeline_workspace / "models" / "digits")(np.zeros((1, 64)))
-    assert probabilities.shape == (1, 10) and probabilities.max() < 0.99
+    # A blank image is no digit: the model must be less sure of it than of the digits it knows,
+    # and sure of no class. A model that answers everything with certainty fails both.
+    folder = pipeline_workspace / "models" / "digits"
+    predict = predictor(folder)
+    blank, _ = predict(np.zeros((1, 64)))
+    real, _ = predict(load_split(folder / "data/prepared", "test").X)
+    blank_confidence = float(blank.max())
+    assert blank_confidence < 0.99
+    assert blank_confidence < float(np.median(real.max(axis=1)))
+    # and its answer is spread: more uncertain (entropy) than nine in ten real digits
+    entropy = lambda p: -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)  # noqa: E731
+    assert float(entropy(blank)[0]) > float(np.quantile(entropy(real), 0.9))

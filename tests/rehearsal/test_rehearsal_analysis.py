@@ -1,4 +1,4 @@
-"""Argo Rollouts analysis semantics, one test (or table row) per rule in REFERENCE.md."""
+"""Argo Rollouts analysis semantics, one test (or table row) per rule in docs/ROLLOUTS.md."""
 
 from __future__ import annotations
 
@@ -542,11 +542,21 @@ def test_dry_run_rule_must_match(clock: FakeClock) -> None:
 
 INVALID_ROWS: list[tuple[str, dict[str, Any], str]] = [
     ("negative failureLimit", {"failureLimit": -2}, "failureLimit must be >= 0"),
-    ("-1 without consecutiveSuccessLimit", {"failureLimit": -1}, "failureLimit must be >= 0"),
+    ("-1 without consecutiveSuccessLimit", {"failureLimit": -1}, "cannot both be disabled"),
     ("negative inconclusiveLimit", {"inconclusiveLimit": -1}, "inconclusiveLimit must be >= 0"),
     ("negative consecutiveErrorLimit", {"consecutiveErrorLimit": -1}, "consecutiveErrorLimit"),
     ("negative consecutiveSuccessLimit", {"consecutiveSuccessLimit": -1}, "consecutiveSuccess"),
-    ("count < failureLimit", {"count": 2, "failureLimit": 3, "interval": "1s"}, "count must be"),
+    ("count < failureLimit", {"count": 2, "failureLimit": 3, "interval": "1s"}, "count (2) must"),
+    (
+        "count < failureLimit + consecutiveSuccessLimit",
+        {"count": 3, "failureLimit": 1, "consecutiveSuccessLimit": 3, "interval": "1s"},
+        "must be >= failureLimit + consecutiveSuccessLimit (1 + 3)",
+    ),
+    (
+        "count < consecutiveSuccessLimit with failureLimit -1",
+        {"count": 2, "failureLimit": -1, "consecutiveSuccessLimit": 3, "interval": "1s"},
+        "count must be >= consecutiveSuccessLimit",
+    ),
     ("count < inconclusiveLimit", {"count": 1, "inconclusiveLimit": 2}, "count must be >= incon"),
     ("count > 1 without interval", {"count": 2}, "interval must be specified"),
     ("unparsable interval", {"interval": "5 minutes"}, "invalid interval string"),

@@ -151,3 +151,20 @@ def test_reloads_read_from_the_model_files_directory_by_default() -> None:
     assert ServingConfig(model_uri="models:/digits-classifier@champion").reload_dir is None
     registry = ServingConfig(model_uri="models:/digits-classifier@champion", model_dir="/m")
     assert registry.reload_dir == "/m"
+
+
+def test_a_config_built_in_code_is_held_to_the_same_bounds() -> None:
+    # pydantic validates keyword arguments too: a tool cannot build a config the environment
+    # could not express.
+    with pytest.raises(ValueError):
+        ServingConfig(reload_timeout_s=0.3)
+    assert ServingConfig(port=0).port == 0
+
+
+def test_the_calling_process_environment_never_leaks_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only from_env's mapping is read: ServingConfig() and from_env({}) are the defaults whatever
+    # this process has set.
+    monkeypatch.setenv("PORT", "9999")
+    monkeypatch.setenv("MAX_BATCH", "3")
+    assert ServingConfig().port == 8080
+    assert ServingConfig.from_env({}).max_batch == 256

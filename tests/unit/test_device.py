@@ -31,8 +31,14 @@ def test_explicit_cuda_without_cuda_is_an_error() -> None:
         resolve_device("cuda", cuda_available=False)
 
 
-def test_auto_uses_what_this_machine_has() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+@pytest.mark.parametrize(("machine_has_cuda", "expected"), [(True, "cuda"), (False, "cpu")])
+def test_auto_uses_what_this_machine_has(
+    monkeypatch: pytest.MonkeyPatch, machine_has_cuda: bool, expected: str
+) -> None:
+    # Without cuda_available, the machine is asked: both answers are played, so a resolver that
+    # ignored the machine (always cpu, or always cuda) fails on one of them.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: machine_has_cuda)
+    assert resolve_device("auto") == torch.device(expected)
 
 
 def test_cuda_plan_uses_fp16_autocast_scaling_and_pinned_memory() -> None:
