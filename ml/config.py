@@ -197,6 +197,15 @@ class Params(_Strict):
     def _family_fits_input(self) -> "Params":
         if isinstance(self.model, CnnParams) and not isinstance(self.input, ImageInput):
             raise ValueError("model.family cnn needs input.kind image (use mlp for tabular)")
+        if isinstance(self.model, CnnParams) and isinstance(self.input, ImageInput):
+            # each width halves the image (2x2 pooling): caught here, before any stage runs,
+            # rather than by train after DVC removed its outputs
+            pools, (height, width) = len(self.model.channels), self.input.shape
+            if height >> pools < 1 or width >> pools < 1:
+                raise ValueError(
+                    f"model.channels: {pools} pooled conv layers shrink a {height}x{width}"
+                    " image to nothing: use fewer model.channels"
+                )
         return self
 
 

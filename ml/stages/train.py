@@ -172,7 +172,10 @@ def _main(argv: Sequence[str] | None) -> None:
     params = load_params(args.params, args.shared_params)
     catalog = load_catalog(args.catalog)
     entry = catalog.get(args.name)
-    device = resolve_device(params.train.device)
+    try:
+        device = resolve_device(params.train.device)
+    except RuntimeError as error:  # cuda asked for where there is none: a message, no traceback
+        raise StageError(f"{args.params}: {error}") from None
     train, val = load_split(args.data, "train"), load_split(args.data, "val")
 
     import mlflow
