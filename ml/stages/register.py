@@ -8,7 +8,7 @@ exits non-zero, registers nothing and leaves the alias where it was.
 When all pass, the registry gets the model once per content: a version whose `onnx_sha256` tag
 equals this file's is reused (a re-run, a fresh clone, an interrupted run) instead of adding a
 duplicate; otherwise the ONNX model is logged with the MLflow onnx flavour and a signature (so
-`mlflow models serve` can serve it, `dataframe_split` requests included) into the training run,
+`mlflow models serve` checks and casts `inputs` requests; see `onnx_signature`) into the run,
 then registered with its tags in one call (one database transaction: no version can exist
 without the `onnx_sha256` tag that finds it again). Then the alias moves. Ctrl-C or SIGTERM
 during that section is held until it completes (the stage then exits 130 and DVC records
@@ -166,8 +166,11 @@ def interrupts_held() -> Iterator[None]:
 
 
 def onnx_signature(features: int, classes: int) -> Any:
-    """The served graph's tensors: MLflow checks and converts requests against it (a
-    `dataframe_split` of integers becomes the float32 batch the graph takes)."""
+    """The served graph's tensors. MLflow checks `inputs`/`instances` requests against it and
+    casts them to float32 (integers included). A `dataframe_split` request passes the check too,
+    but MLflow's ONNX flavour then flattens every output into one column of one frame, which
+    two outputs of different widths (probabilities [n, C], label [n]) cannot fit: send
+    `inputs` to `mlflow models serve`, or use the service's own endpoints."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
