@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ml.yaml_dialect import YamlError, parse
 
 DEFAULT_CATALOG = "models.yaml"
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -204,9 +205,10 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     """Read and validate models.yaml; CatalogError names the file and the problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # DVC's dialect: register stages track `models.<name>` of this file as params
+        raw = parse(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise CatalogError(f"{path}: cannot read the model list: {error.strerror}") from None
-    except yaml.YAMLError as error:
+    except YamlError as error:
         raise CatalogError(f"{path}: not valid YAML: {error}") from None
     return parse_catalog(raw, path)

@@ -46,4 +46,8 @@ def run_stage(
     except (StageError, ParamsError, CatalogError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are written atomically, so nothing half-written is left behind
+        print(f"{name}: interrupted; nothing half-written (rerun `dvc repro`)", file=sys.stderr)
+        return 130
     return 0

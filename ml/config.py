@@ -11,15 +11,16 @@ stage with the file and the key named (e.g. ``models/digits/params.yaml: train.e
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ml.schema import ImageInput, InputSchema, TaskSpec
+from ml.yaml_dialect import YamlError, locate, parse
 
 
 class ParamsError(ValueError):
@@ -196,6 +197,15 @@ class Params(_Strict):
     def _family_fits_input(self) -> "Params":
         if isinstance(self.model, CnnParams) and not isinstance(self.input, ImageInput):
             raise ValueError("model.family cnn needs input.kind image (use mlp for tabular)")
+        if isinstance(self.model, CnnParams) and isinstance(self.input, ImageInput):
+            # each width halves the image (2x2 pooling): caught here, before any stage runs,
+            # rather than by train after DVC removed its outputs
+            pools, (height, width) = len(self.model.channels), self.input.shape
+            if height >> pools < 1 or width >> pools < 1:
+                raise ValueError(
+                    f"model.channels: {pools} pooled conv layers shrink a {height}x{width}"
+                    " image to nothing: use fewer model.channels"
+                )
         return self
 
 
@@ -203,15 +213,46 @@ class Params(_Strict):
 
 
 def read_params_yaml(path: Path) -> object:
-    """The parsed YAML of a params file, not yet validated (for tools that edit it first)."""
+    """The parsed YAML of a params file, not yet validated (for tools that edit it first), read
+    in DVC's dialect (YAML 1.2, ml/yaml_dialect.py) so the stages see the values dvc.lock holds."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ParamsError(f"{path}: cannot read params file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text: {error.reason}") from None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
+        return parse(text)
+    except YamlError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
+
+
+def _line_of(path: Path, loc: tuple[str, ...]) -> str:
+    """`path:line` of the key (or of its deepest existing parent), for messages; `path` alone
+    when the file cannot be read again or holds none of it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return str(path)
+    keys: list[str | int] = [int(p) if p.isdigit() else p for p in loc]
+    found = locate(text, keys)
+    return f"{path}:{found[0]}" if found else str(path)
+
+
+def _suggestion(loc: tuple[str, ...]) -> str:
+    """' (did you mean test_size?)' for a misspelt key of a known section, else ''."""
+    node: Any = Params
+    for part in loc[:-1]:
+        fields = getattr(node, "model_fields", None)
+        if fields is None or part not in fields:
+            return ""
+        annotation = fields[part].annotation
+        node = annotation if isinstance(annotation, type) else None
+    fields = getattr(node, "model_fields", None)
+    if not fields:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def merge_shared(
@@ -263,9 +304,11 @@ def _format_errors(
         # discriminated unions add the tag to the location (model.cnn.channels): drop it
         loc = tuple(str(p) for p in item["loc"] if p not in ("cnn", "mlp", "image", "tabular"))
         key = ".".join(loc) or "<root>"
-        where = _source_of(loc, origin, path)
+        where = _line_of(_source_of(loc, origin, path), loc)
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: {key}: unknown key")
+            lines.append(f"  {where}: {key}: unknown key{_suggestion(loc)}")
+        elif item["type"] == "missing":
+            lines.append(f"  {where}: {key}: missing")
         else:
             lines.append(f"  {where}: {key}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)

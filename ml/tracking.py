@@ -5,6 +5,14 @@ both git-ignored), shared by every model, whose stages run in their own folders;
 MLFLOW_TRACKING_URI points everything at a server instead. Each model logs to its own experiment
 (models.yaml `experiment`).
 
+The store's artifact locations are relative (`mlartifacts`), never an absolute path: MLflow
+freezes the location it is given into mlflow.db and every run and model under it, so a copied or
+moved workspace would go on writing into the original's folder. MLflow resolves a relative
+location against the working directory, so every MLflow call of a stage runs inside
+`at_store_root` (the repository root), and `mlflow ui` / `mlflow models serve` are run from there.
+Under `dvc exp run --temp/--queue` a stage runs in a copy of the repository that DVC deletes
+afterwards: DVC names the real repository in DVC_ROOT, and the store lives there.
+
 Stages find their training run by content, not by an id written into a git-tracked file: train
 tags the run with the checkpoint's sha256, and evaluate/register look the run up by that tag.
 A run id is a fact of one machine's store; a fresh clone re-running the pipeline writes the
@@ -14,11 +22,61 @@ same tracked files and never shows a diff.
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager, closing
 from pathlib import Path
 from typing import Any
 
 CHECKPOINT_TAG = "mlops.checkpoint_sha256"
 MODEL_TAG = "mlops.model"
+EXPERIMENT_TAG = "mlops.dvc_experiment"  # the `dvc exp run` experiment a run belongs to
+ARTIFACTS = "mlartifacts"  # relative to the store root: see the module docstring
+
+
+def store_root(repo_root: Path) -> Path:
+    """Where the local store lives: the repository DVC runs the pipeline for (DVC_ROOT, which
+    `dvc exp run --temp` points at the real repository, not its throw-away copy), else
+    `repo_root`."""
+    named = os.environ.get("DVC_ROOT")
+    if named and (Path(named) / "models.yaml").is_file():
+        return Path(named).resolve()
+    return repo_root.resolve()
+
+
+def dvc_experiment() -> str | None:
+    """The name of the `dvc exp run` experiment this stage runs in, None on the main pipeline.
+    DVC sets DVC_EXP_NAME for every experiment it runs (workspace, --temp, --queue); DVCLive
+    reads the same variable to tell experiments apart."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
+@contextmanager
+def at_store_root(root: Path) -> Iterator[None]:
+    """Run MLflow calls with the working directory at the store root, where the relative
+    artifact locations resolve; local paths handed to MLflow inside must be absolute."""
+    previous = Path.cwd()
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _relative_artifact_locations(db: Path, root: Path) -> None:
+    """Rewrite absolute artifact locations under `root` in the experiments table as relative ones
+    (MLflow's API absolutises every location it is given, including the Default experiment's it
+    creates with the store; runs and models created later copy their experiment's). Locations
+    outside `root` are left alone."""
+    with closing(sqlite3.connect(db)) as connection, connection:
+        rows = connection.execute("SELECT experiment_id, artifact_location FROM experiments")
+        for experiment_id, location in rows.fetchall():
+            path = location[len("file://") :] if location.startswith("file://") else location
+            if path.startswith(f"{root}/"):
+                connection.execute(
+                    "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                    (path[len(str(root)) + 1 :], experiment_id),
+                )
 
 
 def local_store_uri(root: Path | None = None) -> str:
@@ -45,10 +103,12 @@ def start_tracking(experiment: str, root: Path) -> str:
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return str(found.experiment_id)
-    location = None
-    if local_store:
-        location = (root.resolve() / "mlartifacts").as_uri()
-    return str(mlflow.create_experiment(experiment, artifact_location=location))
+    if not local_store:
+        return str(mlflow.create_experiment(experiment))
+    root = root.resolve()
+    created = str(mlflow.create_experiment(experiment, artifact_location=str(root / ARTIFACTS)))
+    _relative_artifact_locations(root / "mlflow.db", root)
+    return created
 
 
 def training_run(experiment_id: str, model: str, checkpoint_sha256: str) -> str:

@@ -33,10 +33,15 @@ def copy_repo(target: Path, source: Path = REPO) -> Path:
 
 def tool_env(**extra: str) -> dict[str, str]:
     """Environment for `dvc`/stage subprocesses in a copy: this venv first on PATH (the stages
-    call `python`), and no inherited MLFLOW_TRACKING_URI, so a copy never writes to a shared server.
+    call `python`), this checkout's packages first on PYTHONPATH, and no inherited
+    MLFLOW_TRACKING_URI, so a copy never writes to a shared server.
     """
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # DVC runs `python -m ml.stages...` in a model's folder, where `ml` would resolve to whatever
+    # checkout the venv was installed from (an editable install of another worktree): a copy of
+    # this checkout must run this checkout's code
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 

@@ -48,5 +48,9 @@ def pipeline_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
                 else path.unlink(missing_ok=True)
             )
     # what `make run` does first, with this checkout's venv (no bootstrap in the copy)
-    run(["make", "--no-print-directory", "pipeline", f"VENV={VENV_BIN.parent}"], workspace)
+    # (READY= : the copy's files are newer than the venv's bootstrap stamp, which would make
+    # make bootstrap a second venv inside the copy)
+    run(
+        ["make", "--no-print-directory", "pipeline", f"VENV={VENV_BIN.parent}", "READY="], workspace
+    )
     yield workspace

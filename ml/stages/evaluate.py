@@ -291,20 +291,21 @@ def _main(argv: Sequence[str] | None) -> None:
 
     import mlflow
 
-    from ml.tracking import start_tracking, training_run
+    from ml.tracking import at_store_root, start_tracking, store_root, training_run
 
-    catalog_root = Path(args.catalog).resolve().parent
-    experiment_id = start_tracking(entry.experiment, catalog_root)
+    root = store_root(Path(args.catalog).resolve().parent)
+    experiment_id = start_tracking(entry.experiment, root)
     run_id = training_run(experiment_id, entry.name, sha256_file(args.model))
-    with mlflow.start_run(run_id=run_id):
+    figures, metrics_file = Path(args.figures).resolve(), Path(args.metrics).resolve()
+    with at_store_root(root), mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(
             {
                 **{f"test_{k}": v for k, v in result["headline"].items() if k != "test_samples"},
                 **{f"baseline_{k}_accuracy": v["accuracy"] for k, v in compared.items()},
             }
         )
-        mlflow.log_artifacts(args.figures, artifact_path="figures")
-        mlflow.log_artifact(args.metrics, artifact_path="metrics")
+        mlflow.log_artifacts(str(figures), artifact_path="figures")
+        mlflow.log_artifact(str(metrics_file), artifact_path="metrics")
     h = result["headline"]
     best = max(compared.items(), key=lambda item: item[1]["accuracy"])
     print(

@@ -69,8 +69,65 @@ def _labels_from_column(labels: pd.Series, task: TaskSpec, path: Path) -> np.nda
     return mapped
 
 
+def _csv_line(index: int) -> int:
+    """The source line of a CSV data row (1 is the header; records hold no embedded newline,
+    which `_check_csv_shape` ensures by counting fields line by line)."""
+    return index + 2
+
+
+def _check_csv_shape(path: Path) -> None:
+    """An empty file, a header without rows, or rows whose field count differs from the header's
+    (a truncated file, a stray delimiter) are refused with their lines and counts; pandas would
+    fill the missing fields with NaN and a later check would blame the values instead."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or not any(cell.strip() for cell in header):
+            raise StageError(f"{path}: empty file (no header, no rows)")
+        bad: list[tuple[int, int]] = []
+        rows = 0
+        for record in reader:
+            if not record:
+                continue  # a blank line
+            rows += 1
+            if len(record) != len(header):
+                bad.append((reader.line_num, len(record)))
+    if rows == 0:
+        raise StageError(
+            f"{path}: line 1 is a header of {len(header)} column(s) and no row follows"
+        )
+    if bad:
+        shown = ", ".join(f"line {line} has {n}" for line, n in bad[:5])
+        raise StageError(
+            f"{path}: {len(bad)} row(s) do not have the header's {len(header)} fields ({shown}"
+            f"{', ...' if len(bad) > 5 else ''}): truncated or malformed file"
+        )
+
+
+def _non_numeric(features: pd.DataFrame, path: Path, where: Any) -> str | None:
+    """'<file>: N cell(s) in M column(s) are not numbers; first: line L, column C: 'v'' or None."""
+    cells, columns, first = 0, 0, ""
+    for column in features.columns:
+        values = features[column]
+        if pd.api.types.is_numeric_dtype(values):
+            continue
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy() & values.notna().to_numpy())
+        if not len(bad):
+            continue
+        cells, columns = cells + len(bad), columns + 1
+        if not first:
+            first = f"{where(int(bad[0]))}, column {column!r}: {values.iloc[bad[0]]!r}"
+    if not cells:
+        return None
+    return f"{path}: {cells} cell(s) in {columns} column(s) are not numbers; first: {first}"
+
+
 def _from_table(frame: pd.DataFrame, params: Params, path: Path) -> tuple[np.ndarray, np.ndarray]:
     label_column, schema = params.data.label_column, params.input
+    where = (lambda i: f"line {_csv_line(i)}") if path.suffix.lower() == ".csv" else _row
     if label_column not in frame.columns:
         raise StageError(
             f"{path}: no label column {label_column!r} (columns: {list(frame.columns)[:8]}...)"
@@ -91,13 +148,22 @@ def _from_table(frame: pd.DataFrame, params: Params, path: Path) -> tuple[np.nda
             f"{path}: expected {schema.feature_count} pixel columns ({schema.shape[0]}x"
             f"{schema.shape[1]}) besides {label_column!r}, found {features.shape[1]}"
         )
-    non_numeric = [
-        str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])
-    ]
-    if non_numeric:
-        raise StageError(f"{path}: feature columns must be numeric; not numeric: {non_numeric[:5]}")
+    problem = _non_numeric(features, path, where)
+    if problem:
+        raise StageError(problem)
+    missing_labels = np.flatnonzero(frame[label_column].isna().to_numpy())
+    if len(missing_labels):
+        lines = ", ".join(where(int(i)) for i in missing_labels[:5])
+        raise StageError(
+            f"{path}: {len(missing_labels)} row(s) have no {label_column!r} value ({lines}"
+            f"{', ...' if len(missing_labels) > 5 else ''})"
+        )
     labels = _labels_from_column(frame[label_column], params.task, path)
-    return features.to_numpy(dtype=np.float32), labels
+    return features.apply(pd.to_numeric).to_numpy(dtype=np.float32), labels
+
+
+def _row(index: int) -> str:
+    return f"row {index + 1}"
 
 
 def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
@@ -147,6 +213,7 @@ def load_source(params: Params, base: Path) -> tuple[np.ndarray, np.ndarray]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _check_csv_shape(path)
             return _from_table(pd.read_csv(path), params, path)
         if suffix == ".parquet":
             return _from_table(pd.read_parquet(path), params, path)
@@ -162,14 +229,47 @@ def load_rows(params: Params, base: Path) -> tuple[np.ndarray, np.ndarray, int]:
     X, y = load_source(params, base)
     if len(y) < 10:
         raise StageError(f"{params.data.source}: only {len(y)} rows; need at least 10 to split")
-    return drop_duplicate_rows(X, y)
+    source = params.data.source
+    where = (lambda i: f"line {_csv_line(i)}") if source.lower().endswith(".csv") else _row
+    return drop_duplicate_rows(X, y, source, where)
 
 
-def drop_duplicate_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep the first copy of each identical row so no row can land in two splits."""
-    _, first = np.unique(X, axis=0, return_index=True)
+def drop_duplicate_rows(
+    X: np.ndarray, y: np.ndarray, source: str = "data", where: Any = _row
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Keep the first copy of each identical row so no row can land in two splits, and say so:
+    the count, the share and where the first copies are. Identical features with different
+    labels are an error: which label is right cannot be decided here."""
+    _, first, inverse, counts = np.unique(
+        X, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
     keep = np.sort(first)
-    return X[keep], y[keep], len(X) - len(keep)
+    conflicts = []
+    for group in np.flatnonzero(counts > 1):
+        members = np.flatnonzero(inverse == group)
+        if len(set(y[members].tolist())) > 1:
+            conflicts.append(members)
+    if conflicts:
+        shown = "; ".join(
+            " = ".join(f"{where(int(i))} (label {int(y[i])})" for i in members[:3])
+            for members in conflicts[:3]
+        )
+        rows = sum(len(m) for m in conflicts)
+        raise StageError(
+            f"{source}: {len(conflicts)} set(s) of identical features carry different labels"
+            f" ({rows} rows): {shown}{'; ...' if len(conflicts) > 3 else ''}. Fix the labels"
+            " or remove the rows"
+        )
+    removed = len(X) - len(keep)
+    if removed:
+        repeats = np.setdiff1d(np.arange(len(X)), keep)
+        shown = ", ".join(where(int(i)) for i in repeats[:5])
+        print(
+            f"prepare: warning: {source}: {removed} duplicate row(s) ({removed / len(X):.1%} of"
+            f" {len(X)}) kept once: {shown}{', ...' if removed > 5 else ''} repeat earlier rows"
+        )
+    return X[keep], y[keep], removed
 
 
 def split_data(X: np.ndarray, y: np.ndarray, data: DataParams, seed: int) -> dict[str, Split]:

@@ -7,19 +7,32 @@ exits non-zero, registers nothing and leaves the alias where it was.
 
 When all pass, the registry gets the model once per content: a version whose `onnx_sha256` tag
 equals this file's is reused (a re-run, a fresh clone, an interrupted run) instead of adding a
-duplicate; otherwise the ONNX model is logged with the MLflow onnx flavour (so `mlflow models
-serve` can serve it) into the training run, registered and tagged. Then the alias moves.
-It writes `registration.json` (git-tracked, content only) and `registration.local.json`
-(git-ignored: version, run, commit, time, latency of this machine); see ml/registration.py.
+duplicate; otherwise the ONNX model is logged with the MLflow onnx flavour and a signature (so
+`mlflow models serve` checks and casts `inputs` requests; see `onnx_signature`) into the run,
+then registered with its tags in one call (one database transaction: no version can exist
+without the `onnx_sha256` tag that finds it again). Then the alias moves. Ctrl-C or SIGTERM
+during that section is held until it completes (the stage then exits 130 and DVC records
+nothing); a harder kill leaves either no version or a fully tagged one, and the next `dvc repro`
+reruns register, finds the version by content and moves the alias: never a duplicate version.
+It writes `registration.json` (git-tracked, content only), `metrics/release.json` (the gate
+verdict and whether this run released) and `registration.local.json` (git-ignored: version, run,
+commit, time, latency of this machine); see ml/registration.py.
+
+Experiments never release. Under `dvc exp run` (DVC sets DVC_EXP_NAME) the gates are evaluated
+and recorded, but nothing is registered and no alias moves, and a failing gate is a result shown
+in `dvc exp show` (`release.json`: gates_passed false), not a failed experiment. The registry
+and the `candidate` alias move only on the main pipeline (`make pipeline` / `dvc repro`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +51,7 @@ from ml.registration import (
     RegistrationRecord,
     local_record_path,
 )
+from ml.tracking import dvc_experiment, store_root
 
 
 def content_gates(gates: GateParams, metrics: dict[str, Any]) -> list[GateResult]:
@@ -131,6 +145,46 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(json.dumps(model_params(params), sort_keys=True).encode()).hexdigest()
 
 
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block completes, then raise KeyboardInterrupt: the registry
+    and the records are written together or not at all by a Ctrl-C."""
+    received: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        received.append(signum)
+        print(f"register: signal {signum} held until the registry is consistent", flush=True)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+def onnx_signature(features: int, classes: int) -> Any:
+    """The served graph's tensors. MLflow checks `inputs`/`instances` requests against it and
+    casts them to float32 (integers included). A `dataframe_split` request passes the check too,
+    but MLflow's ONNX flavour then flattens every output into one column of one frame, which
+    two outputs of different widths (probabilities [n, C], label [n]) cannot fit: send
+    `inputs` to `mlflow models serve`, or use the service's own endpoints."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, features), "input")]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, classes), "probabilities"),
+                TensorSpec(np.dtype(np.int64), (-1,), "label"),
+            ]
+        ),
+    )
+
+
 def register_model(
     entry: ModelEntry,
     root: Path,
@@ -138,6 +192,7 @@ def register_model(
     onnx_path: Path,
     checkpoint_sha: str,
     tags: dict[str, str],
+    signature: Any = None,
 ) -> tuple[str, str]:
     """Reuse the version holding this exact ONNX file or register a new one; move the alias.
     Returns (version, run id)."""
@@ -146,7 +201,7 @@ def register_model(
     import onnxruntime as ort
     from mlflow import MlflowClient
 
-    from ml.tracking import registered_version, start_tracking, training_run
+    from ml.tracking import at_store_root, registered_version, start_tracking, training_run
 
     experiment_id = start_tracking(entry.experiment, root)
     run_id = training_run(experiment_id, entry.name, checkpoint_sha)
@@ -154,22 +209,29 @@ def register_model(
     client = MlflowClient()
     version = registered_version(client, name, tags["onnx_sha256"])
     if version is None:
-        with mlflow.start_run(run_id=run_id):
+        model = onnx.load(str(onnx_path.resolve()))
+        with at_store_root(root), mlflow.start_run(run_id=run_id):
             # explicit requirements: MLflow's own inference imports the world and costs ~5 s
             requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"]
             info = mlflow.onnx.log_model(
-                onnx.load(str(onnx_path)),
-                name="onnx-model",
-                registered_model_name=name,
-                pip_requirements=requirements,
+                model, name="onnx-model", pip_requirements=requirements, signature=signature
             )
-        version = str(info.registered_model_version)
+        # the version and every tag in one call (one transaction): the onnx_sha256 tag that
+        # finds it again can never be missing, whatever interrupts this process
+        created = mlflow.register_model(info.model_uri, name, tags=tags)
+        version = str(created.version)
     else:
         run_id = str(client.get_model_version(name, version).run_id or run_id)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+        for key, value in tags.items():  # this machine's facts of a re-registration
+            client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, alias, version)
     return version, run_id
+
+
+def write_release(path: Path, gates: list[GateResult], released: bool) -> None:
+    """The gate verdict as DVC metrics: `dvc exp show` compares experiments by it."""
+    verdict = {"gates_passed": all(g.passed for g in gates), "released": released}
+    write_json(path, {**verdict, "failed_gates": sum(not g.passed for g in gates)})
 
 
 def _main(argv: Sequence[str] | None) -> None:
@@ -179,6 +241,7 @@ def _main(argv: Sequence[str] | None) -> None:
     parser.add_argument("--metrics", required=True)
     parser.add_argument("--data", required=True, help="prepared splits (meta.json, test rows)")
     parser.add_argument("--out", required=True, help="registration.json to write")
+    parser.add_argument("--release", required=True, help="metrics/release.json to write")
     add_catalog_options(parser)
     args = parser.parse_args(argv)
     params = load_params(args.params, args.shared_params)
@@ -189,7 +252,8 @@ def _main(argv: Sequence[str] | None) -> None:
     latency = measure_latency(Path(args.onnx), load_split(args.data, "test").X, params.gates)
     print(gate_table([*gates, latency.gate]))
     failed = [g.gate for g in (*gates, latency.gate) if not g.passed]
-    if failed:
+    experiment = dvc_experiment()
+    if failed and not experiment:
         raise StageError(
             f"release gate(s) failed: {', '.join(failed)}; nothing registered,"
             f" alias {params.registry.alias!r} unchanged"
@@ -211,6 +275,16 @@ def _main(argv: Sequence[str] | None) -> None:
         onnx_sha256=sha256_file(args.onnx),
         gates=gates,
     )
+    if experiment:
+        write_json(args.out, record.tracked_json())
+        write_release(Path(args.release), [*gates, latency.gate], released=False)
+        verdict = f"gates failed ({', '.join(failed)})" if failed else "gates pass"
+        print(
+            f"experiment {experiment}: {verdict}; not released, alias"
+            f" {params.registry.alias!r} unchanged (experiments never register: apply and commit"
+            " it, then `make pipeline` releases it)"
+        )
+        return
     commit = git_commit()
     tags = {
         "git_commit": commit,
@@ -224,14 +298,34 @@ def _main(argv: Sequence[str] | None) -> None:
         "input_schema": record.input.model_dump_json(),
         "task": record.task.model_dump_json(),
     }
-    version, run_id = register_model(
-        entry,
-        catalog.root,
-        params.registry.alias,
-        Path(args.onnx),
-        sha256_file(args.model),
-        tags,
+    signature = onnx_signature(params.input.feature_count, params.task.num_classes)
+    with interrupts_held():
+        version, run_id = register_model(
+            entry,
+            store_root(catalog.root),
+            params.registry.alias,
+            Path(args.onnx),
+            sha256_file(args.model),
+            tags,
+            signature,
+        )
+        _write_records(args, record, entry, version, run_id, commit, latency, gates)
+    print(
+        f"register: models:/{entry.registered_model}/{version} -> alias {params.registry.alias!r}"
+        f" (onnx {record.onnx_sha256[:12]}, commit {commit[:12]})"
     )
+
+
+def _write_records(
+    args: Any,
+    record: RegistrationRecord,
+    entry: ModelEntry,
+    version: str,
+    run_id: str,
+    commit: str,
+    latency: LatencyMeasurement,
+    gates: list[GateResult],
+) -> None:
     local = record.model_copy(
         update={
             "version": version,
@@ -246,10 +340,7 @@ def _main(argv: Sequence[str] | None) -> None:
     RegistrationRecord.model_validate(local.model_dump())
     write_json(args.out, record.tracked_json())
     write_json(local_record_path(args.out), local.model_dump(mode="json"))
-    print(
-        f"register: {local.model_uri} -> alias {params.registry.alias!r}"
-        f" (onnx {record.onnx_sha256[:12]}, commit {commit[:12]})"
-    )
+    write_release(Path(args.release), [*gates, latency.gate], released=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -172,18 +172,35 @@ def _main(argv: Sequence[str] | None) -> None:
     params = load_params(args.params, args.shared_params)
     catalog = load_catalog(args.catalog)
     entry = catalog.get(args.name)
-    device = resolve_device(params.train.device)
+    try:
+        device = resolve_device(params.train.device)
+    except RuntimeError as error:  # cuda asked for where there is none: a message, no traceback
+        raise StageError(f"{args.params}: {error}") from None
     train, val = load_split(args.data, "train"), load_split(args.data, "val")
 
     import mlflow
 
-    from ml.tracking import CHECKPOINT_TAG, MODEL_TAG, flatten, start_tracking
+    from ml.tracking import (
+        CHECKPOINT_TAG,
+        EXPERIMENT_TAG,
+        MODEL_TAG,
+        at_store_root,
+        dvc_experiment,
+        flatten,
+        start_tracking,
+        store_root,
+    )
 
-    experiment_id = start_tracking(entry.experiment, catalog.root)
+    root = store_root(catalog.root)
+    experiment_id = start_tracking(entry.experiment, root)
     started = time.perf_counter()
+    checkpoint = Path(args.model).resolve()  # MLflow calls run at the store root
     with mlflow.start_run(experiment_id=experiment_id):
         mlflow.log_params(flatten(params.model_dump(mode="json")))
-        mlflow.set_tags({"device": str(device), MODEL_TAG: entry.name})
+        tags = {"device": str(device), MODEL_TAG: entry.name}
+        if dvc_experiment():
+            tags[EXPERIMENT_TAG] = str(dvc_experiment())
+        mlflow.set_tags(tags)
         model, history = fit(params, train, val, device)
         for r in history:
             mlflow.log_metrics(
@@ -199,7 +216,8 @@ def _main(argv: Sequence[str] | None) -> None:
         write_history(Path(args.history), history)
         # evaluate and register find this run by the checkpoint's content (ml/tracking.py)
         mlflow.set_tag(CHECKPOINT_TAG, sha256_file(args.model))
-        mlflow.log_artifact(args.model, artifact_path="checkpoint")
+        with at_store_root(root):
+            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
     best = min(history, key=lambda r: r.val_loss)
     print(
         f"train: {len(history)} epochs on {device} in {time.perf_counter() - started:.1f}s;"

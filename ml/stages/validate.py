@@ -18,7 +18,7 @@ import numpy as np
 from ml.cli import StageError, run_stage, stage_parser
 from ml.config import Params, load_params
 from ml.data import SPLITS, Split, load_splits
-from ml.io import write_json
+from ml.io import read_json, write_json
 
 
 def _out_of_range(name: str, X: np.ndarray, params: Params) -> list[str]:
@@ -38,8 +38,13 @@ def _out_of_range(name: str, X: np.ndarray, params: Params) -> list[str]:
             f" [{low[j]:g}, {high[j]:g}]"
         )
     more = f" and {len(bad) - 5} more feature(s)" if len(bad) > 5 else ""
-    rows = int((below | above).any(axis=1).sum())
-    return [f"{name}: {rows} row(s) out of the declared input range: {'; '.join(shown)}{more}"]
+    outside = (below | above).any(axis=1)
+    rows, values = int(outside.sum()), int((below | above).sum())
+    first = np.flatnonzero(outside)[:5].tolist()
+    return [
+        f"{name}: {values} value(s) in {rows} row(s) out of the declared input range:"
+        f" {'; '.join(shown)}{more}; first rows of the {name} split: {first}"
+    ]
 
 
 def check_split(name: str, split: Split, params: Params) -> list[str]:
@@ -59,14 +64,21 @@ def check_split(name: str, split: Split, params: Params) -> list[str]:
     finite = np.isfinite(X)
     if not finite.all():
         rows = np.unique(np.nonzero(~finite)[0])
+        columns = np.flatnonzero((~finite).any(axis=0))
+        names = params.input.feature_names()
+        shown = ", ".join(repr(names[j]) for j in columns[:5])
         problems.append(
-            f"{name}: {len(rows)} row(s) hold NaN or inf values (first rows: {rows[:5].tolist()})"
+            f"{name}: {int((~finite).sum())} NaN/inf value(s) in {len(rows)} row(s) and"
+            f" {len(columns)} feature(s) ({shown}{', ...' if len(columns) > 5 else ''});"
+            f" first rows of the {name} split: {rows[:5].tolist()}"
         )
     problems += _out_of_range(name, X, params)
     unknown = sorted(set(np.unique(y).tolist()) - set(range(classes)))
     if unknown:
+        count = int(np.isin(y, unknown).sum())
         problems.append(
-            f"{name}: unknown labels {unknown[:10]} (expected 0..{classes - 1}, task.classes)"
+            f"{name}: {count} row(s) with unknown labels {unknown[:10]} (expected"
+            f" 0..{classes - 1}, task.classes)"
         )
     counts = np.bincount(np.clip(y, 0, classes - 1), minlength=classes)
     share = params.data.min_class_share
@@ -122,7 +134,11 @@ def _main(argv: Sequence[str] | None) -> None:
     problems, summary = validate_splits(load_splits(args.data), params)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise StageError(f"{args.data}: {len(problems)} violation(s):\n{listing}")
+        try:  # name the data the splits came from (prepare's meta.json)
+            source = f" (split from {read_json(Path(args.data) / 'meta.json')['source']})"
+        except (OSError, ValueError, KeyError):
+            source = ""
+        raise StageError(f"{args.data}{source}: {len(problems)} violation(s):\n{listing}")
     write_json(report, {"passed": True, "violations": [], "splits": summary})
     rows = {name: s["rows"] for name, s in summary.items()}
     print(f"validate: all checks passed {rows}")

@@ -18,7 +18,7 @@ from tests.conftest import FAST_EPOCHS, run
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ["prepare", "validate", "train", "evaluate", "export", "register"]
+STAGES = ["check", "prepare", "validate", "train", "evaluate", "export", "register"]
 MODELS = {"digits": "digits-classifier", "breast-cancer": "breast-cancer"}
 
 
@@ -76,8 +76,10 @@ def test_one_models_change_reruns_nothing_of_the_other(pipeline_workspace: Path)
         params.write_text(original.replace("min_class_share: 0.2", "min_class_share: 0.19"))
         assert "models/digits" not in run(["dvc", "status"], pipeline_workspace).stdout
         stages = ran(run(["dvc", "repro"], pipeline_workspace).stdout)
-        # validate reads the key; register records every param that made the model
-        assert stages == [f"models/breast-cancer/dvc.yaml:{s}" for s in ("validate", "register")]
+        # check reads the whole file; validate reads the key; register records every param
+        # that made the model
+        expected = ("check", "validate", "register")
+        assert stages == [f"models/breast-cancer/dvc.yaml:{s}" for s in expected]
     finally:
         params.write_text(original)
         run(["dvc", "repro"], pipeline_workspace)
@@ -100,7 +102,9 @@ def test_exp_run_with_one_models_param_reruns_from_its_train(pipeline_workspace:
         ],
         pipeline_workspace,
     ).stdout
-    assert ran(out) == [f"models/digits/dvc.yaml:{s}" for s in STAGES[2:]], out
+    # check (the params file changed), then train onwards; prepare and validate are unchanged
+    expected = ["check", *STAGES[3:]]
+    assert ran(out) == [f"models/digits/dvc.yaml:{s}" for s in expected], out
     shown = run(["dvc", "exp", "show", "--json"], pipeline_workspace).stdout
     epochs = [int(e) for e in re.findall(r'"epochs": (\d+)', shown)]
     assert FAST_EPOCHS in epochs and 40 in epochs  # the experiment and the workspace baseline

@@ -63,7 +63,7 @@ def test_invalid_values_name_file_and_key(
 def test_an_invalid_shared_value_names_the_shared_file(tmp_path: Path) -> None:
     shared = write_shared(tmp_path, export__opset=5)
     own = write_params(tmp_path / "models" / "digits")
-    with pytest.raises(ParamsError, match=rf"{shared}: export.opset"):
+    with pytest.raises(ParamsError, match=rf"{shared}:\d+: export.opset"):
         load_params(own, shared)
 
 
@@ -75,7 +75,7 @@ def test_a_key_in_both_files_is_refused_naming_both(tmp_path: Path) -> None:
 
 
 def test_without_the_shared_file_its_keys_are_missing(tmp_path: Path) -> None:
-    with pytest.raises(ParamsError, match="export: Field required"):
+    with pytest.raises(ParamsError, match="export: missing"):
         load_params(write_params(tmp_path))
 
 
@@ -138,3 +138,83 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_cuda_index_device_is_accepted(tmp_path: Path) -> None:
     params = load_params(write_params(tmp_path, train__device="cuda:1"), SHARED)
     assert params.train.device == "cuda:1"
+
+
+# -- issue 18: the stages read params in DVC's YAML dialect, and errors point at the line ---------
+
+
+def _edit(path: Path, old: str, new: str) -> Path:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def _line(path: Path, needle: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("learning_rate: 3e-3", 0.003),  # YAML 1.1 (PyYAML): the string '3e-3'
+        ("learning_rate: 1E-2", 0.01),
+        ("amp: yes", "yes"),  # YAML 1.1: True
+        ("amp: on", "on"),
+        ("patience: 017", 17),  # YAML 1.1: octal 15
+        ("schedule: 1:30", "1:30"),  # YAML 1.1: sexagesimal 90
+        ("seed: 0o17", 15),
+    ],
+)
+def test_params_are_read_in_the_dialect_dvc_records(text: str, expected: object) -> None:
+    """What the stage reads is what `dvc params diff` and dvc.lock show, for every value where
+    YAML 1.1 and 1.2 disagree; DVC's own parser is the reference."""
+    from dvc.utils.serialize import parse_yaml
+
+    from ml.yaml_dialect import parse
+
+    key = text.split(":")[0]
+    assert parse_yaml(text, "params.yaml")[key] == expected
+    assert parse(text)[key] == expected
+
+
+def test_a_learning_rate_in_e_notation_is_the_float_dvc_reads(tmp_path: Path) -> None:
+    path = _edit(write_params(tmp_path), "learning_rate: 0.003", "learning_rate: 3e-3")
+    assert load_params(path, SHARED).train.learning_rate == 0.003
+
+
+def test_a_yaml_11_boolean_is_refused_as_dvc_reads_it(tmp_path: Path) -> None:
+    """DVC records `amp: yes` as the string 'yes'; the stage must not quietly read True."""
+    path = _edit(write_params(tmp_path), "amp: true", "amp: yes")
+    with pytest.raises(ParamsError, match=r"train\.amp: .*got 'yes'"):
+        load_params(path, SHARED)
+
+
+def test_a_repeated_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = _edit(write_params(tmp_path), "  epochs: 40\n", "  epochs: 40\n  epochs: 4\n")
+    with pytest.raises(ParamsError, match=rf"{path}: not valid YAML: line \d+.*duplicate key"):
+        load_params(path, SHARED)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "hint"),
+    [
+        ("  test_size: 0.2", "  test_szie: 0.2", "data.test_szie", "test_size"),
+        ("seed: 42", "seeed: 42", "seeed", "seed"),
+    ],
+)
+def test_a_misspelt_key_names_file_line_and_the_key_meant(
+    tmp_path: Path, old: str, new: str, key: str, hint: str
+) -> None:
+    path = _edit(write_params(tmp_path), old, new)
+    with pytest.raises(ParamsError) as error:
+        load_params(path, SHARED)
+    line = _line(path, new.strip())
+    assert f"{path}:{line}: {key}: unknown key (did you mean {hint}?)" in str(error.value)
+
+
+def test_an_out_of_range_value_names_its_line(tmp_path: Path) -> None:
+    path = _edit(write_params(tmp_path), "epochs: 40", "epochs: 0")
+    with pytest.raises(ParamsError) as error:
+        load_params(path, SHARED)
+    assert f"{path}:{_line(path, 'epochs: 0')}: train.epochs:" in str(error.value)

@@ -120,7 +120,7 @@ def _write(path: Path, content: bytes) -> str:
         (
             "text.csv",
             lambda p: (digits_frame().assign(px3="x").to_csv(p, index=False), p.name)[1],
-            "must be numeric",
+            "cell(s) in 1 column(s) are not numbers; first: line 2, column 'px3': 'x'",
         ),
         (
             "frac.csv",
@@ -202,3 +202,55 @@ def test_bundled_source_refusals(
 ) -> None:
     assert run_prepare(cancer_dir, source) == 1
     assert message in capsys.readouterr().err
+
+
+# -- issue 18: the source's file, line and counts; no silent data changes -------------------------
+
+
+def test_an_empty_csv_and_a_header_only_csv_say_so(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "empty.csv").write_text("")
+    assert run_prepare(workdir, "empty.csv") == 1
+    assert "empty.csv: empty file (no header, no rows)" in capsys.readouterr().err
+    digits_frame().iloc[:0].to_csv(workdir / "header.csv", index=False)
+    assert run_prepare(workdir, "header.csv") == 1
+    assert "header.csv: line 1 is a header of 65 column(s) and no row follows" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_truncated_csv_names_the_short_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digits_frame(100).to_csv(workdir / "cut.csv", index=False)
+    text = (workdir / "cut.csv").read_text()
+    (workdir / "cut.csv").write_text(text[: len(text) - 60])  # cut inside the last row
+    assert run_prepare(workdir, "cut.csv") == 1
+    err = capsys.readouterr().err
+    assert "cut.csv: 1 row(s) do not have the header's 65 fields (line 101 has" in err
+    assert "truncated" in err and "whole numbers" not in err
+
+
+def test_duplicates_are_reported_with_count_share_and_lines(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = digits_frame(100)
+    pd.concat([frame, frame.iloc[:25]]).to_csv(workdir / "leak.csv", index=False)
+    assert run_prepare(workdir, "leak.csv") == 0
+    out = capsys.readouterr().out
+    assert "25 duplicate row(s) (20.0% of 125) kept once: line 102, line 103" in out
+    assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 25
+
+
+def test_identical_images_with_different_labels_are_an_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = digits_frame(100)
+    relabelled = frame.iloc[:3].assign(label=lambda f: (f["label"] + 1) % 10)
+    pd.concat([frame, relabelled]).to_csv(workdir / "conflict.csv", index=False)
+    assert run_prepare(workdir, "conflict.csv") == 1
+    err = capsys.readouterr().err
+    assert "3 set(s) of identical features carry different labels (6 rows)" in err
+    assert "line 2 (label" in err and "= line 102 (label" in err
+    assert not (workdir / "prepared").exists()

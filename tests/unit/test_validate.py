@@ -52,9 +52,13 @@ def test_every_violation_is_listed_and_no_report_is_left(
     assert run_validate() == 1
     err = capsys.readouterr().err
     for expected in (
-        "NaN or inf",
-        "px_0_1 spans [0, 99] outside [0, 16]",
-        "unknown labels [12]",
+        # issue 18: the source, what, how many, where
+        "prepared (split from sklearn:digits): 4 violation(s)",
+        "train: 2 NaN/inf value(s) in 2 row(s) and 2 feature(s) ('px_0_0', 'px_0_5');"
+        " first rows of the train split: [3, 4]",
+        "1 value(s) in 1 row(s) out of the declared input range:"
+        " px_0_1 spans [0, 99] outside [0, 16]; first rows of the train split: [7]",
+        "1 row(s) with unknown labels [12]",
         "both val and test",
     ):
         assert expected in err, err
@@ -107,5 +111,5 @@ def test_tabular_ranges_are_checked_per_feature(
     rewrite(folder / "prepared", "test", X, split.y)
     assert run_validate() == 1
     err = capsys.readouterr().err
-    assert "test: 1 row(s) out of the declared input range: mean smoothness spans" in err
+    assert "test: 1 value(s) in 1 row(s) out of the declared input range: mean smoothness" in err
     assert "outside [0, 0.25]" in err
