@@ -13,14 +13,14 @@ README = (REPO / "README.md").read_text()
 DOCS = {path.name: path.read_text() for path in sorted((REPO / "docs").glob("*.md"))}
 DELIVERY = DOCS["DELIVERY.md"]
 MAKEFILE = (REPO / "Makefile").read_text()
-TARGETS = set(re.findall(r"^([a-z][a-z-]*):", MAKEFILE, re.M))
-DOCUMENTED = set(re.findall(r"^([a-z][a-z-]*):.*## ", MAKEFILE, re.M))
+TARGETS = set(re.findall(r"^([a-z][a-z0-9-]*):", MAKEFILE, re.M))
+DOCUMENTED = set(re.findall(r"^([a-z][a-z0-9-]*):.*## ", MAKEFILE, re.M))
 
 
 def test_readme_make_commands_exist() -> None:
-    assert {"run", "test"} <= set(re.findall(r"(?:`|^)make ([a-z][a-z-]*)", README, re.M))
+    assert {"run", "test"} <= set(re.findall(r"(?:`|^)make ([a-z][a-z0-9-]*)", README, re.M))
     for name, text in {"README.md": README, **DOCS}.items():
-        used = set(re.findall(r"(?:`|^)make ([a-z][a-z-]*)", text, re.M))
+        used = set(re.findall(r"(?:`|^)make ([a-z][a-z0-9-]*)", text, re.M))
         assert used <= TARGETS, (name, used - TARGETS)
 
 
