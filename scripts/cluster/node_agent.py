@@ -54,6 +54,7 @@ LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 STATUS_SECONDS = 60
 RESYNC_SECONDS = 5
+TOKEN_RETRY_SECONDS = 30  # how long a TokenRequest refused with 403 is retried (see token_for)
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -874,6 +875,7 @@ class Agent:
             raise PodError("CreateContainerConfigError", f"{kind} {name!r}: {exc.reason}") from None
 
     def token_for(self, pod: dict[str, Any], source: dict[str, Any]) -> str:
+        """A bound service-account token for the pod's projected volume (TokenRequest)."""
         meta, spec = pod["metadata"], pod["spec"]
         request = {
             "spec": {
@@ -887,10 +889,20 @@ class Agent:
                 },
             }
         }
-        answer = self.core.create_namespaced_service_account_token(
-            spec.get("serviceAccountName", "default"), meta["namespace"], request
-        )
-        return str(answer.status.token)
+        # The Node authorizer learns that a pod is bound here from its own watch, a moment after
+        # the scheduler binds it; until then it answers 403 "no relationship found between node
+        # ... and this object" (seen with 17 namespaces created at once). The kubelet retries too.
+        deadline = time.monotonic() + TOKEN_RETRY_SECONDS
+        while True:
+            try:
+                answer = self.core.create_namespaced_service_account_token(
+                    spec.get("serviceAccountName", "default"), meta["namespace"], request
+                )
+                return str(answer.status.token)
+            except ApiException as exc:
+                if exc.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def patch_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> bool:
         try:

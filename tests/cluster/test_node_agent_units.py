@@ -1,10 +1,14 @@
-"""Node agent rules that need no cluster: $(VAR) expansion and the address pool."""
+"""Node agent rules that need no cluster: $(VAR) expansion, the address pool, token retries."""
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
+from typing import Any
 
-from scripts.cluster.node_agent import AddressPool, PodError, _expand
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from scripts.cluster.node_agent import Agent, AddressPool, PodError, _expand
 
 
 @pytest.mark.parametrize(
@@ -30,3 +34,35 @@ def test_the_pool_keeps_the_node_and_platform_addresses() -> None:
         pool.take()
     pool.give_back(taken[3])
     assert pool.take() == taken[3]
+
+
+class _TokenApi:
+    """TokenRequest that the Node authorizer refuses `refusals` times before it knows the pod."""
+
+    def __init__(self, refusals: int, status: int = 403) -> None:
+        self.refusals, self.status, self.calls = refusals, status, 0
+
+    def create_namespaced_service_account_token(self, name: str, namespace: str, body: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise ApiException(status=self.status, reason="Forbidden")
+        assert body["spec"]["boundObjectRef"]["uid"] == "u1"
+        return SimpleNamespace(status=SimpleNamespace(token=f"token-for-{namespace}/{name}"))
+
+
+POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {}}
+
+
+def test_a_token_refused_while_the_authorizer_catches_up_is_retried() -> None:
+    api = _TokenApi(refusals=2)
+    agent: Any = SimpleNamespace(core=api)
+    assert Agent.token_for(agent, POD, {"path": "token"}) == "token-for-ns/default"
+    assert api.calls == 3
+
+
+def test_other_token_errors_are_not_retried() -> None:
+    api = _TokenApi(refusals=1, status=404)
+    with pytest.raises(ApiException):
+        agent: Any = SimpleNamespace(core=api)
+        Agent.token_for(agent, POD, {"path": "token"})
+    assert api.calls == 1
