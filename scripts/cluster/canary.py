@@ -10,7 +10,7 @@ would send it, so the stable/canary split is the controller's own (replica count
 traffic routing). The verdict is read from the Rollout's status and its AnalysisRuns.
 
 Time is scaled like the rehearsal's: pause durations and analysis intervals are divided by
-`--time-factor` (5m -> 5 s at 60) in the applied copy; PromQL windows are not touched.
+`--time-factor` (5m -> 15 s at the default 20) in the applied copy; PromQL windows are not touched.
 Exit codes: 0 promoted, 1 aborted, 2 paused, 3 could not run, 4 the controller refused the
 Rollout (InvalidSpec).
 """
@@ -59,13 +59,32 @@ class CanaryError(RuntimeError):
     """The canary could not be run (no cluster, a manifest the cluster refuses...)."""
 
 
+class _Refused(Exception):
+    """The controller marked the Rollout InvalidSpec: a verdict, reached before any pod ran."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+def _invalid_spec(status: dict[str, Any]) -> Verdict | None:
+    """The InvalidSpec verdict when the Rollout's status carries that condition (an unresolved
+    argument, an analysis that can never end...: the controller runs no step of it)."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "InvalidSpec" and condition.get("status") == "True":
+            return Verdict(Outcome.INVALID, reason=str(condition.get("message", "")))
+    return None
+
+
 @dataclass
 class Options:
     overlay: Path
     candidate_model: Path
     stable_model: Path | None = None
     namespace: str | None = None
-    time_factor: float = 60.0
+    # 20, not 60: PromQL windows are not scaled, and at 60 a 2 s pause gave a healthy canary too
+    # few requests for the class-shift test (two healthy candidates aborted on 2026-12-04)
+    time_factor: float = 20.0
     rps: float = 50.0
     faults: dict[str, str] = field(default_factory=dict)
     manual_gates: str = "pass"
@@ -413,7 +432,10 @@ class Canary:
         container["image"] = stable_ref
         self.apply(objects, namespace)
         self.say(f"applied {len(objects)} objects to {namespace} (stable image)")
-        first, stable_hash = self._wait_first_deploy(namespace, name, objects)
+        try:
+            first, stable_hash = self._wait_first_deploy(namespace, name, objects)
+        except _Refused as refused:  # the controller refuses the spec before any pod runs
+            return self._result(refused.verdict, namespace, "refused: InvalidSpec", {})
         result_first = f"first deploy promoted without analysis ({first})"
         self.say(result_first)
         if options.first_deploy_only:
@@ -500,6 +522,9 @@ class Canary:
         deadline = time.monotonic() + self.options.timeout
         while time.monotonic() < deadline:
             status = self.rollout(namespace, name).get("status") or {}
+            invalid = _invalid_spec(status)
+            if invalid is not None:
+                raise _Refused(invalid)
             healthy = status.get("phase") == "Healthy" and status.get("stableRS") == status.get(
                 "currentPodHash"
             )
@@ -542,16 +567,9 @@ class Canary:
                 if known_runs.get(run_name) != run_phase:
                     known_runs[run_name] = run_phase
                     self.say(f"AnalysisRun {run_name}: {run_phase}")
-            invalid = next(
-                (
-                    c
-                    for c in status.get("conditions") or []
-                    if c.get("type") == "InvalidSpec" and c.get("status") == "True"
-                ),
-                None,
-            )
+            invalid = _invalid_spec(status)
             if invalid is not None:
-                return Verdict(Outcome.INVALID, reason=str(invalid.get("message", "")))
+                return invalid
             if status.get("abort"):  # the controller resets the step index when it aborts
                 return self._aborted(namespace, last_step, status)
             last_step = step
@@ -728,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--namespace", default=None, help="default: the overlay's, suffixed with a run id"
     )
-    parser.add_argument("--time-factor", type=float, default=60.0)
+    parser.add_argument("--time-factor", type=float, default=Options.time_factor)
     parser.add_argument("--rps", type=float, default=50.0, help="0 = no traffic")
     parser.add_argument("--canary-error-rate", type=float, default=None)
     parser.add_argument("--canary-latency-ms", type=float, default=None)
