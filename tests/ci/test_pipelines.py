@@ -280,7 +280,17 @@ def test_lint_job_runs(glcl: str, ci_copy: Path) -> None:
 def test_test_job_runs_a_subset(glcl: str, ci_copy: Path) -> None:
     result = run_job(glcl, ci_copy, "test", "PYTEST_ARGS=tests/unit/test_config.py --no-cov")
     assert result.returncode == 0 and "PASS  test" in result.stdout, result.stdout[-3000:]
-    assert "29 passed" in result.stdout
+    # exactly that file's tests ran: the job passed PYTEST_ARGS through, not the whole suite
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/unit/test_config.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    count = re.search(r"(\d+) tests? collected", collected)
+    assert count, collected
+    assert f"{count[1]} passed" in result.stdout
 
 
 def test_manifests_job_runs(glcl: str, ci_copy: Path) -> None:
