@@ -59,6 +59,9 @@ class CanaryError(RuntimeError):
     """The canary could not be run (no cluster, a manifest the cluster refuses...)."""
 
 
+INVALID_SPEC_SECONDS = 10.0
+
+
 class _Refused(Exception):
     """The controller marked the Rollout InvalidSpec: a verdict, reached before any pod ran."""
 
@@ -520,10 +523,18 @@ class Canary:
     ) -> tuple[str, str]:
         want = self._minimum_replicas(objects, name)
         deadline = time.monotonic() + self.options.timeout
+        invalid_since: float | None = None
         while time.monotonic() < deadline:
             status = self.rollout(namespace, name).get("status") or {}
+            # InvalidSpec shows up for a moment when the Rollout lands before the templates it
+            # names ("AnalysisTemplate 'a' not found"), and clears once they exist: only a
+            # verdict when it holds for INVALID_SPEC_SECONDS
             invalid = _invalid_spec(status)
-            if invalid is not None:
+            if invalid is None:
+                invalid_since = None
+            elif invalid_since is None:
+                invalid_since = time.monotonic()
+            elif time.monotonic() - invalid_since >= INVALID_SPEC_SECONDS:
                 raise _Refused(invalid)
             healthy = status.get("phase") == "Healthy" and status.get("stableRS") == status.get(
                 "currentPodHash"
@@ -621,6 +632,14 @@ class Canary:
 
     def _aborted(self, namespace: str, step: int | None, status: dict[str, Any]) -> Verdict:
         metric, reason = self._worst_metric(namespace, ("Failed", "Error", "Inconclusive"))
+        # the controller labels a step's AnalysisRun with its step index: exact even when the
+        # abort came faster than this watch saw the step (a short pause, time factor 1)
+        for run in reversed(self.analysis_runs(namespace)):
+            labels = run["metadata"].get("labels") or {}
+            if (run.get("status") or {}).get("phase") in ("Failed", "Error", "Inconclusive"):
+                if str(labels.get("step-index", "")).isdigit():
+                    step = int(labels["step-index"])
+                break
         return Verdict(
             Outcome.ABORTED,
             step=step,

@@ -113,7 +113,9 @@ SCENARIOS = [
         Outcome.PROMOTED,
     ),
     Scenario(
-        "count-without-streak",
+        # v1.8.3 refuses count < failureLimit + consecutiveSuccessLimit when both are set
+        # (ValidateMetric): the update is aborted before any measurement
+        "count-below-limits-and-streak",
         [
             template(
                 "a",
@@ -127,7 +129,7 @@ SCENARIOS = [
                 ),
             )
         ],
-        Outcome.PAUSED,
+        Outcome.ABORTED,
     ),
     Scenario(
         "count-without-streak-no-failure-limit",
