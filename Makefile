@@ -167,6 +167,30 @@ cluster-status: $(READY) ## what of the local cluster runs
 canary: cluster-up ## the staging canary judged by the real Argo Rollouts controller on the local cluster
 	$(PY) -m scripts.cluster.canary --overlay $(CANARY_OVERLAY) $(CANARY_ARGS)
 
+# --- Argo CD on the local cluster (scripts/gitops) ------------------------------------------------
+# `gitops-up` (after cluster-up): serves GITOPS_REF of this repository under the repoURL of
+# clusters/ (https://gitlab.example.com/mlops/gitops.git) from a local git server, runs Argo CD
+# (application controller, repo server, ApplicationSet controller, Redis; tools/engines/argocd) as
+# processes from its install manifests, applies the root Application and its project once, and
+# waits until Argo CD has synced clusters/GITOPS_CLUSTER: every Application Synced and Healthy.
+# Helm-chart platform Applications are marked substituted (cluster-up's stand-ins replace them).
+# Options through GITOPS_ARGS, e.g. GITOPS_ARGS="--time-factor 60 --poll 3" (canaries in seconds).
+# `bench-gitops`: gitops-up from nothing and a release to the canary's verdict, timed by phase.
+GITOPS_CLUSTER ?= staging
+GITOPS_REF     ?= HEAD
+.PHONY: gitops-up gitops-down gitops-status bench-gitops
+gitops-up: cluster-up ## Argo CD syncing clusters/$(GITOPS_CLUSTER) from a local git server at GITOPS_REF
+	$(PY) -m scripts.gitops up --cluster $(GITOPS_CLUSTER) --ref $(GITOPS_REF) $(GITOPS_ARGS)
+
+gitops-down: $(READY) ## stop Argo CD and the git server; delete what Argo CD created
+	$(PY) -m scripts.gitops down
+
+gitops-status: $(READY) ## Argo CD's processes and every Application's sync and health
+	$(PY) -m scripts.gitops status
+
+bench-gitops: cluster-up ## time gitops-up's phases and a release's detection, sync and canary (table)
+	$(PY) -m scripts.bench_gitops $(BENCH_GITOPS_ARGS)
+
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
 # Candidate (models/model.onnx) vs stable behind a real Prometheus, judged by the AnalysisTemplates
 # of the rendered overlay (REHEARSE_OVERLAY, staging by default) with Argo Rollouts' semantics.

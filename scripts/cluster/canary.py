@@ -95,8 +95,13 @@ class CanaryResult:
 # What is applied
 
 
-def _format_duration(seconds: float) -> str:
-    milliseconds = max(1, round(seconds * 1000))
+def scaled_duration(duration: object, factor: float) -> str:
+    """An Argo duration (int seconds or "2m") divided by `factor`, as an Argo duration string
+    ("2s", "500ms"); the one rule for every time-scaled copy (this canary, make gitops-up)."""
+    seconds = (
+        float(duration) if isinstance(duration, (int, float)) else parse_duration(str(duration))
+    )
+    milliseconds = max(1, round(seconds / factor * 1000))
     return f"{milliseconds}ms" if milliseconds % 1000 else f"{milliseconds // 1000}s"
 
 
@@ -106,32 +111,6 @@ def scale_time(objects: list[dict[str, Any]], factor: float) -> list[str]:
     notes: list[str] = []
     if factor == 1:
         return notes
-    for obj in objects:
-        kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
-        if kind == "Rollout":
-            for step in ((obj["spec"].get("strategy") or {}).get("canary") or {}).get(
-                "steps"
-            ) or []:
-                pause = step.get("pause")
-                if isinstance(pause, dict) and pause.get("duration") is not None:
-                    duration = pause["duration"]
-                    seconds = (
-                        float(duration)
-                        if isinstance(duration, (int, float))
-                        else parse_duration(str(duration))
-                    )
-                    pause["duration"] = _format_duration(seconds / factor)
-                    notes.append(f"Rollout {name}: pause {duration} -> {pause['duration']}")
-        elif kind in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
-            for metric in obj["spec"].get("metrics") or []:
-                for key in ("interval", "initialDelay"):
-                    if metric.get(key):
-                        before = metric[key]
-                        metric[key] = _format_duration(parse_duration(str(before)) / factor)
-                        notes.append(
-                            f"{kind} {name}/{metric['name']}: {key} {before} -> {metric[key]}"
-                        )
-    return notes
 
 
 def set_namespace(objects: list[dict[str, Any]], namespace: str) -> None:

@@ -1,0 +1,284 @@
+"""The pieces of `make gitops-up` that need no cluster: the pod-spec-to-process translation of
+Argo CD's install manifests, the substituted platform Applications, the served repository and
+its time-scaling commit, the git server and its proxy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.cluster.canary import rollout_of, scale_time
+from scripts.cluster.pki import Pki
+from scripts.engines import engine_of
+from scripts.gitops import argocd, served, substitutes
+from scripts.gitops.__main__ import local_settings, root_application, with_settings
+from scripts.gitops.git_server import read_body, split_cgi
+from scripts.manifests.render import render_overlay
+from scripts.platform import CHARTS, component
+from scripts.processes import ManagedProcess, free_port, wait_until
+from scripts.repo_copy import copy_repo
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_argo_cd_pin_is_one_version() -> None:
+    """The engine built and the CRDs/schemas/install manifests come from one Argo CD."""
+    assert engine_of("argocd").version() == component("argo-cd").version
+
+
+# ---- install.yaml as processes -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def install() -> tuple[list[dict[str, Any]], list[argocd.Workload]]:
+    return argocd.read_install()
+
+
+def test_install_is_applied_without_crds_and_workloads(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]],
+) -> None:
+    objects, workloads = install
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"CustomResourceDefinition", "Deployment", "StatefulSet"}
+    assert {"ClusterRole", "Role", "ConfigMap", "Secret", "ServiceAccount"} <= kinds
+    assert all(
+        o["metadata"]["namespace"] == "argocd"
+        for o in objects
+        if o["kind"] not in ("ClusterRole", "ClusterRoleBinding")
+    )
+    names = {w.name for w in workloads}
+    assert set(argocd.RUN) <= names and set(argocd.NOT_RUN) <= names
+    controller = next(w for w in workloads if w.name == "argocd-application-controller")
+    assert (controller.kind, controller.service_account) == (
+        "StatefulSet",
+        "argocd-application-controller",
+    )
+
+
+def cluster_data(kind: str, name: str) -> dict[str, str] | None:
+    data = {
+        ("Secret", "argocd-redis"): {"auth": "s3cret"},
+        ("ConfigMap", "argocd-cmd-params-cm"): {"repo.server": "127.0.0.1:1"},
+        ("ConfigMap", "argocd-cm"): {"timeout.reconciliation": "10s"},
+        ("ConfigMap", "argocd-tls-certs-cm"): {"gitlab.example.com": "PEM"},
+        ("ConfigMap", "argocd-ssh-known-hosts-cm"): {"ssh_known_hosts": "x"},
+        ("ConfigMap", "argocd-gpg-keys-cm"): {},
+    }
+    return data.get((kind, name))
+
+
+def lookup(kind: str, name: str, key: str) -> str | None:
+    return (cluster_data(kind, name) or {}).get(key)
+
+
+def spec_of(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]], name: str, folder: Path
+) -> argocd.ProcessSpec:
+    workload = next(w for w in install[1] if w.name == name)
+    ports = {key: 10000 + i for i, key in enumerate(argocd.listeners(name))}
+    return argocd.process_spec(workload, folder, lookup, cluster_data, ports, {"EXTRA": "1"})
+
+
+def test_the_repo_server_runs_as_its_pod_would(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]], tmp_path: Path
+) -> None:
+    spec = spec_of(install, "argocd-repo-server", tmp_path)
+    assert Path(spec.argv[0]).name == "argocd" and spec.argv[1] == "repo-server"
+    assert spec.argv[2:] == ["--port=10000", "--metrics-port=10001"]
+    env = spec.env
+    # valueFrom resolved from the cluster; optional keys that are missing are left out
+    assert env["REDIS_PASSWORD"] == "s3cret"
+    assert env["ARGOCD_RECONCILIATION_TIMEOUT"] == "10s"
+    assert "ARGOCD_REPO_SERVER_LOGLEVEL" not in env
+    # mounted ConfigMaps are folders, and Argo CD reads them there
+    tls = Path(env["ARGOCD_TLS_DATA_PATH"])
+    assert (tls / "gitlab.example.com").read_text() == "PEM"
+    assert Path(env["TMPDIR"]).is_dir() and env["TMPDIR"].startswith(str(tmp_path))
+    assert env["HELM_CACHE_HOME"].startswith(str(tmp_path))  # /helm-working-dir moved too
+    assert env["EXTRA"] == "1"
+    assert str(Path(env["PATH"].split(os.pathsep)[0]).name).startswith("kustomize-")
+    assert spec.ready_url == "http://127.0.0.1:10001/healthz"
+
+
+def test_redis_gets_the_password_its_pod_would(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]], tmp_path: Path
+) -> None:
+    if argocd.shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: `make bootstrap` installs it (system-packages.txt)")
+    spec = spec_of(install, "argocd-redis", tmp_path)
+    assert Path(spec.argv[0]).name == "redis-server"
+    assert "--requirepass s3cret" in spec.argv  # $(REDIS_PASSWORD) expanded, as the kubelet does
+    assert spec.argv[-2:] == ["--port", "10000"]
+
+
+def test_a_missing_required_setting_names_what_and_where(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]], tmp_path: Path
+) -> None:
+    workload = next(w for w in install[1] if w.name == "argocd-application-controller")
+    with pytest.raises(argocd.ArgoCDError, match="REDIS_PASSWORD needs Secret argocd/argocd-redis"):
+        argocd.process_spec(workload, tmp_path, lambda *a: None, lambda *a: None, {"8082": 1}, {})
+
+
+def test_env_expansion_follows_kubernetes() -> None:
+    env = {"A": "x"}
+    assert argocd._expand("$(A)-$(B)-$$(A)", env) == "x-$(B)-$(A)"
+
+
+def test_local_settings_land_in_upstream_configmaps(
+    install: tuple[list[dict[str, Any]], list[argocd.Workload]],
+) -> None:
+    objects = [dict(o) for o in install[0]]
+    settings = local_settings({"repo": 1, "redis": 2}, 5, "PEM", "gitlab.example.com")
+    merged = {o["metadata"]["name"]: o for o in with_settings(objects, settings)}
+    assert merged["argocd-cmd-params-cm"]["data"]["repo.server"] == "127.0.0.1:1"
+    assert merged["argocd-cm"]["data"]["timeout.reconciliation"] == "5s"
+    # upstream's own keys stay
+    assert "resource.customizations.ignoreResourceUpdates.all" in merged["argocd-cm"]["data"]
+    assert merged["argocd-tls-certs-cm"]["data"] == {"gitlab.example.com": "PEM"}
+
+
+# ---- substituted platform Applications ----------------------------------------------------
+
+
+def test_every_chart_has_a_stand_in_statement() -> None:
+    assert {c.name for c in CHARTS} <= set(substitutes.STAND_INS)
+
+
+def test_chart_applications_are_marked_and_others_left_to_argo_cd() -> None:
+    objects = render_overlay(REPO / "clusters/staging")
+    marked = {
+        o["metadata"]["name"]: substitutes.substitute(o)
+        for o in objects
+        if o["kind"] == "Application"
+    }
+    assert marked["root-staging"] is None
+    rollouts = marked["argo-rollouts"]
+    assert rollouts is not None
+    annotations = rollouts["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/skip-reconcile"] == "true"
+    assert "real Argo Rollouts controller v1.8.3" in annotations[substitutes.SUBSTITUTED]
+    assert rollouts["status"]["health"]["status"] == "Healthy"
+    assert rollouts["spec"] == next(o for o in objects if o["metadata"]["name"] == "argo-rollouts")[
+        "spec"
+    ]
+    assert root_application(objects, "staging")["metadata"]["name"] == "root-staging"
+
+
+# ---- the served repository ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("gitops-source"))
+
+
+def test_serving_puts_the_ref_on_main_of_a_bare_repository(source: Path, tmp_path: Path) -> None:
+    url = "https://gitlab.example.com/mlops/gitops.git"
+    result = served.serve(source, "HEAD", tmp_path, url)
+    assert result.bare == tmp_path / "mlops/gitops.git"
+    head = served.git(result.bare, "rev-parse", "main")
+    assert head == result.head == result.source_commit
+    with pytest.raises(served.ServeError, match="no commit 'nope'"):
+        served.serve(source, "nope", tmp_path, url)
+    with pytest.raises(served.ServeError, match="expected https://<host>/<group>/<name>.git"):
+        served.bare_path(tmp_path, "https://gitlab.example.com/../x")
+
+
+def test_the_time_scaling_commit_matches_the_canary_rule(source: Path, tmp_path: Path) -> None:
+    """Rendered from the scaled commit, the overlay carries what scale_time makes of it."""
+    result = served.serve(source, "HEAD", tmp_path, "https://h.example/g/r.git", time_factor=60)
+    assert result.head != result.source_commit and result.scaled
+    message = served.git(result.bare, "log", "-1", "--format=%B", "main")
+    assert message.startswith("local: canary pauses and analysis intervals / 60")
+    work = tmp_path / "work"
+    served.git(tmp_path, "clone", "-q", str(result.bare), str(work))
+    overlay = "apps/digits-classifier/overlays/staging"
+    scaled = render_overlay(work / overlay)
+    expected = render_overlay(source / overlay)
+    scale_time(expected, 60)
+
+    def timings(objects: list[dict[str, Any]]) -> list[Any]:
+        steps = rollout_of(objects)["spec"]["strategy"]["canary"]["steps"]
+        metrics = [
+            (o["metadata"]["name"], m.get("interval"), m.get("initialDelay"))
+            for o in objects
+            if o["kind"] == "AnalysisTemplate"
+            for m in o["spec"]["metrics"]
+        ]
+        return [s.get("pause") for s in steps] + metrics
+
+    assert timings(scaled) == timings(expected)
+    assert "[5m]" in str(scaled)  # PromQL windows untouched
+    # comments survive: the first line of every manifest says what it is
+    steps = (work / "rollouts/strategies/canary-standard/steps.yaml").read_text()
+    assert steps.startswith("# Steps of the") and "duration: 2s" in steps
+
+
+# ---- the git server and the network to it -------------------------------------------------
+
+
+def test_cgi_output_and_chunked_bodies() -> None:
+    status, headers, body = split_cgi(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno")
+    assert (status, headers, body) == (404, [("Content-Type", "text/plain")], b"no")
+
+    class Handler:
+        headers = {"Transfer-Encoding": "chunked"}
+
+        def __init__(self, data: bytes) -> None:
+            import io
+
+            self.rfile = io.BytesIO(data)
+
+    assert read_body(Handler(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")) == b"abcde"  # type: ignore
+
+
+def test_a_clone_fetches_and_pushes_through_the_proxy_and_nothing_else_is_reachable(
+    source: Path, tmp_path: Path
+) -> None:
+    url = "https://gitlab.example.com/mlops/gitops.git"
+    result = served.serve(source, "HEAD", tmp_path / "root", url)
+    pki = Pki(tmp_path / "pki")
+    pki.ensure()
+    pair = pki.serving("git-server", ("gitlab.example.com",))
+    port, proxy_port = free_port(), free_port()
+    server = ManagedProcess(
+        "git-server",
+        [
+            sys.executable, "-m", "scripts.gitops.git_server", f"--root={tmp_path / 'root'}",
+            "--name=gitlab.example.com", f"--cert={pair.cert}", f"--key={pair.key}",
+            f"--port={port}", f"--proxy-port={proxy_port}",
+        ],
+        tmp_path / "git-server.log",
+        cwd=REPO,
+    )
+    server.start()
+    try:
+        wait_until(
+            lambda: "ready" in (tmp_path / "git-server.log").read_text(), 20, "git server", server
+        )
+        env = {
+            **os.environ,
+            "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}",
+            "GIT_SSL_CAINFO": str(pki.ca.cert),
+        }
+        clone = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", url, str(clone)], env=env, check=True)
+        assert served.git(clone, "rev-parse", "HEAD") == result.head
+        served.git(clone, "commit", "-q", "--allow-empty", "-m", "pushed")
+        subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=clone, env=env, check=True)
+        assert served.git(result.bare, "log", "-1", "--format=%s", "main") == "pushed"
+        other = subprocess.run(
+            ["git", "ls-remote", "https://github.com/argoproj/argo-helm.git"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert other.returncode != 0 and "403" in other.stderr
+    finally:
+        server.stop()
+    assert "refused CONNECT github.com:443" in (tmp_path / "git-server.log").read_text()
