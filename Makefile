@@ -15,7 +15,12 @@ $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.s
 	$(wildcard tools/*/package-lock.json) $(wildcard tools/engines/*/go.mod)
 	scripts/bootstrap.sh
 
-.PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline seed-sweep clean
+.PHONY: help bootstrap engines run pipeline test lint unit bench-pipeline bench-run seed-sweep clean
+
+# MODEL: one model of models.yaml, or several space-separated; empty = every model. Every target
+# that works on models loops over them (scripts/models.py reads the list).
+MODEL ?=
+MODELS_CLI := $(PY) -m scripts.models
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -27,14 +32,16 @@ bootstrap: $(READY) ## create .venv and install system and Python packages, buil
 engines: ## build the engines of tools/engines/ that are not cached yet (needs Go)
 	python3 -m scripts.engines build
 
-run: pipeline ## the main job: data -> model -> manifests -> canary rehearsal -> report
+run: pipeline ## the main job, for every model (MODEL=<name>: one): data -> model -> manifests -> canary rehearsal -> report
 	$(MAKE) --no-print-directory manifests
 	$(MAKE) --no-print-directory rehearse
 	$(MAKE) --no-print-directory report
-	@echo "run: model card models/model_card.md, rehearsal reports/rehearsal/, report reports/mr/report.md"
+	@echo "run: model cards models/*/model_card.md, rehearsals reports/rehearsal/<model>/, report reports/mr/report.md"
 
-pipeline: $(READY) ## dvc repro: prepare, validate, train, evaluate, export, register
-	$(BIN)/dvc repro
+pipeline: $(READY) ## dvc repro of each model's pipeline: prepare, validate, train, evaluate, export, register
+	$(BIN)/dvc repro $$($(MODELS_CLI) pipelines "$(MODEL)")
+	@# a fresh clone's repro skips register (its record is as committed); register it here too
+	for s in $$($(MODELS_CLI) unregistered "$(MODEL)"); do $(BIN)/dvc repro -f -s "$$s"; done
 
 lint: $(READY) ## black --check, flake8, mypy --strict
 	$(BIN)/black --check --quiet ml scripts tests
@@ -46,15 +53,18 @@ unit: $(READY) ## the fast tests only (no end-to-end runs)
 
 test: lint tests ## every check: lint, then all tests with coverage >= 80% on ml/ and scripts/
 
-bench-pipeline: $(READY) ## time dvc repro from clean, no-op, and after a train-param change
+bench-pipeline: $(READY) ## time dvc repro of every model from clean, no-op, one model's change (table)
 	$(PY) -m scripts.bench_pipeline
 
-# e.g. SWEEP_ARGS="--set model.channels=[8,16] --seeds 0,1,2"; ~20 s for the default six seeds
-seed-sweep: $(READY) ## test accuracy of the configured model over seeds (min / mean; writes nothing)
-	$(PY) -m scripts.seed_sweep $(SWEEP_ARGS)
+bench-run: $(READY) ## time `make run` for every model in a fresh copy of the repository (table)
+	$(PY) -m scripts.bench_pipeline --run
+
+# e.g. MODEL=digits SWEEP_ARGS="--set model.channels=[8,16] --seeds 0,1,2"; ~20 s per model
+seed-sweep: $(READY) ## test accuracy of each model over seeds beside its baselines (writes nothing)
+	for m in $$($(MODELS_CLI) names "$(MODEL)"); do $(PY) -m scripts.seed_sweep --model $$m $(SWEEP_ARGS); done
 
 clean: ## remove untracked generated outputs (keeps .venv, the DVC cache and git-tracked metrics)
-	rm -rf data/prepared models/model.pt models/model.onnx reports/figures .bench
+	rm -rf models/*/data/prepared models/*/model.pt models/*/model.onnx models/*/reports/figures .bench
 	rm -rf .pytest_cache .mypy_cache .coverage .coverage.* coverage.xml
 
 # ---- Desired state (apps/, rollouts/, clusters/): render, validate, diff, benchmark ------------
@@ -85,8 +95,8 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train cml-runner report mr-report manifests-ci kubeconform image-build image-scan \
-	release promote perf-gate perf-baseline model-pull propose-retrain
+.PHONY: tests ci-train ci-plan ci-rehearse cml-runner report mr-report manifests-ci kubeconform image-build \
+	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
 CML_REGION      ?= us-west
@@ -99,22 +109,30 @@ tests: $(READY) ## all tests with coverage >= 80% (JUnit in .bench/junit.xml), n
 	@mkdir -p .bench
 	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
-ci-train: $(READY) ## CI training: pull DVC inputs/run-cache, dvc repro (GPU when present), push
-	$(BIN)/dvc repro --pull
-	$(BIN)/dvc push --run-cache
+ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push
+	targets="$$($(MODELS_CLI) pipelines --ci train "$(MODEL)")"; \
+	if [ -z "$$targets" ]; then echo "ci-train: no model's pipeline changed: nothing to train"; exit 0; fi; \
+	$(BIN)/dvc repro --pull $$targets; \
+	$(BIN)/dvc push --run-cache $$targets
 
-model-pull: $(READY) ## fetch the exported model named by dvc.lock from the DVC remote
-	$(BIN)/dvc pull export
+ci-plan: $(READY) ## CI: which models this pipeline trains and delivers (.bench/ci/plan.env, images.txt)
+	$(MODELS_CLI) plan
 
-propose-retrain: ## commit the retrained dvc.lock + metrics on a branch and open its merge request
+model-pull: $(READY) ## fetch the plan's models (test split, ONNX) named by dvc.lock from the DVC remote
+	for p in $$($(MODELS_CLI) pipelines --ci deliver "$(MODEL)"); do \
+	  $(BIN)/dvc pull "$$p:prepare" "$$p:export"; done
+
+ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (unless trained here), then rehearse
+
+propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
 	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
 cml-runner: ## register an ephemeral cloud GPU runner (labels cml-gpu) through CML
 	cml runner launch --cloud=$(CML_CLOUD) --cloud-region=$(CML_REGION) \
 		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE) --single
 
-report: $(READY) ## merge-request report (markdown) vs BASE (default: MR target branch or main)
-	$(PY) -m scripts.report $(if $(BASE),--base $(BASE))
+report: $(READY) ## merge-request report vs BASE (default: MR target or main): a section per changed model
+	$(PY) -m scripts.report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
 
 mr-report: $(READY) ## build the report, post/update it on the MR with cml, fail if a gate fails
 	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
@@ -128,16 +146,16 @@ kubeconform: $(READY) ## only the real kubeconform -strict on every rendered tar
 	@mkdir -p $(MANIFEST_REPORTS)
 	$(PY) -m scripts.manifests kubeconform --junit $(MANIFEST_REPORTS)/kubeconform.junit.xml
 
-image-build: ## build+push IMAGE_KIND (serving|trainer) with kaniko (CI image only)
+image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models with kaniko (CI image only)
 	sh scripts/ci/build_image.sh $(IMAGE_KIND)
 
-image-scan: ## trivy scan of IMAGE_KIND, failing on HIGH/CRITICAL (CI image only)
+image-scan: ## trivy scan of IMAGE_KIND of the plan's models, failing on HIGH/CRITICAL (CI image only)
 	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
 
-release: $(READY) ## TAG=vX.Y.Z: staging write-back, production branch, MLflow alias, CHANGELOG
+release: $(READY) ## TAG=<app>/vX.Y.Z: that app's staging write-back, production branch, alias, CHANGELOG
 	$(PY) -m scripts.release $(TAG) $(if $(DRY_RUN),--dry-run) $(if $(CI),--push)
 
-promote: $(READY) ## TAG=vX.Y.Z: push release/TAG-production and open its merge request
+promote: $(READY) ## TAG=<app>/vX.Y.Z: push release/TAG-production and open its merge request
 	$(PY) -m scripts.release $(TAG) --promote
 
 perf-gate: bench-pipeline ## fail on a > 10% serving-latency or pipeline-time regression vs benchmarks/baseline.json
@@ -150,11 +168,12 @@ perf-baseline: bench-pipeline ## re-measure and rewrite benchmarks/baseline.json
 # `cluster-up` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler (tools/engines),
 # the platform CRDs at their pinned versions, a node agent running pods as local processes, a real
 # Prometheus (kube-prometheus-stack stand-in) and the real Argo Rollouts controller, then returns;
-# KUBECONFIG=.cluster/kubeconfig. `canary` runs CANARY_OVERLAY's canary of models/model.onnx on it,
-# judged by the real controller (exit 0 promoted / 1 aborted / 2 paused / 3 could not run); options
-# through CANARY_ARGS, e.g. CANARY_ARGS="--canary-error-rate 0.1". Reports: reports/canary/.
-CANARY_OVERLAY ?= apps/digits-classifier/overlays/staging
-.PHONY: cluster-up cluster-down cluster-status canary
+# KUBECONFIG=.cluster/kubeconfig. `canary` runs each model's staging canary (MODEL=<name>: one) of
+# models/<name>/model.onnx on it, under load from the model's test split, judged by the real
+# controller (exit 0 promoted / 1 aborted / 2 paused / 3 could not run: the first failing model's);
+# options through CANARY_ARGS, e.g. CANARY_ARGS="--canary-error-rate 0.1". Reports:
+# reports/canary/<name>/.
+.PHONY: cluster-up cluster-down cluster-status canary bench-cluster
 cluster-up: $(READY) engines ## start the local Kubernetes cluster (real control plane; pods as processes)
 	$(PY) -m scripts.cluster up
 
@@ -164,8 +183,15 @@ cluster-down: $(READY) ## stop the local cluster and every process it started
 cluster-status: $(READY) ## what of the local cluster runs
 	$(PY) -m scripts.cluster status
 
-canary: cluster-up ## the staging canary judged by the real Argo Rollouts controller on the local cluster
-	$(PY) -m scripts.cluster.canary --overlay $(CANARY_OVERLAY) $(CANARY_ARGS)
+canary: cluster-up ## each model's staging canary judged by the real Argo Rollouts controller, locally
+	status=0; for m in $$($(MODELS_CLI) names "$(MODEL)"); do \
+	  $(PY) -m scripts.cluster.canary --name $$m $(CANARY_ARGS) \
+	    || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	done; exit $$status
+
+# a fresh cluster in a temp folder: cluster-up phases, a healthy canary, the rehearsal beside it
+bench-cluster: $(READY) engines ## time cluster-up, the real canary and the rehearsal (targets 30 s, 3 min)
+	$(PY) -m scripts.bench_cluster $(BENCH_CLUSTER_ARGS)
 
 # --- Argo CD on the local cluster (scripts/gitops) ------------------------------------------------
 # `gitops-up` (after cluster-up): serves GITOPS_REF of this repository under the repoURL of
@@ -192,53 +218,76 @@ bench-gitops: cluster-up ## time gitops-up's phases and a release's detection, s
 	$(PY) -m scripts.bench_gitops $(BENCH_GITOPS_ARGS)
 
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
-# Candidate (models/model.onnx) vs stable behind a real Prometheus, judged by the AnalysisTemplates
-# of the rendered overlay (REHEARSE_OVERLAY, staging by default) with Argo Rollouts' semantics.
-# Exit 0 Promoted, 1 Aborted, 2 Paused, 3 could not rehearse. Reports: reports/rehearsal/.
+# Each model's candidate (models/<name>/model.onnx) vs stable behind a real Prometheus, judged by
+# the AnalysisTemplates of its app's rendered overlay (REHEARSE_OVERLAY, default
+# apps/<app>/overlays/staging; only with one MODEL) with Argo Rollouts' semantics, under load drawn
+# from the model's own test split. Exit 0 Promoted, 1 Aborted, 2 Paused, 3 could not rehearse
+# (the first failing model's code; every model is rehearsed). Reports: reports/rehearsal/<model>/.
 # Extra options through REHEARSE_ARGS, e.g. REHEARSE_ARGS="--canary-error-rate 0.1 --keep".
-REHEARSE_OVERLAY ?= apps/digits-classifier/overlays/staging
+REHEARSE_OVERLAY ?=
 .PHONY: rehearse
-rehearse: $(READY) ## canary rehearsal of the candidate model (exit 0 promoted / 1 aborted / 2 paused)
-	$(PY) -m scripts.rehearsal --overlay $(REHEARSE_OVERLAY) $(REHEARSE_ARGS)
+rehearse: $(READY) ## canary rehearsal of each model's candidate (exit 0 promoted / 1 aborted / 2 paused)
+	status=0; for m in $$($(MODELS_CLI) names --ci deliver "$(MODEL)"); do \
+	  $(PY) -m scripts.rehearsal --name $$m $(if $(REHEARSE_OVERLAY),--overlay $(REHEARSE_OVERLAY)) \
+	    $(REHEARSE_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
+	done; exit $$status
 
 # --- continuous training (ml/monitoring, ml/workflows; owner: the monitoring work) --------------
-# `drift`: the drift job on held-out digits shifted by DRIFT_SHIFT (none, darker, brighter, noise,
-# translate, classes), labelled by models/model.onnx when it exists; reports and the textfile
-# metrics land in .bench/drift/, the retraining decision is a dry run. Exit 0 whatever the verdict.
-# `workflows`: regenerate what is generated under apps/ (Argo WorkflowTemplate + CronWorkflow from
-# dvc.yaml, Grafana dashboard, the drift CronJob's params and schedule); `workflows-check` fails on
-# any difference (tests/workflows runs the same check inside `make test`).
+# `drift`: for each model, the drift job on its held-out rows shifted by DRIFT_SHIFT (none, darker,
+# brighter, noise, classes; translate for images), labelled by its model.onnx when it exists;
+# reports and the textfile metrics land in .bench/drift/<model>/, the retraining decision is a dry
+# run. Exit 0 whatever the verdict.
+# `workflows`: regenerate what is generated under each app of models.yaml (Argo WorkflowTemplate +
+# CronWorkflow from the model's dvc.yaml, Grafana dashboard, the drift CronJob and its params);
+# `workflows-check` fails on any difference (tests/workflows runs the same check in `make test`).
 DRIFT_SHIFT ?= darker
 DRIFT_DIR   := .bench/drift
 .PHONY: drift workflows workflows-check
-drift: $(READY) ## drift report (JSON, HTML, metrics) on a synthetic DRIFT_SHIFT sample (default darker)
-	$(BIN)/dvc repro prepare
-	$(PY) -m ml.monitoring synthetic --shift $(DRIFT_SHIFT) --model models/model.onnx \
-		--out $(DRIFT_DIR)/$(DRIFT_SHIFT).npz
-	$(PY) -m ml.monitoring drift --sample $(DRIFT_DIR)/$(DRIFT_SHIFT).npz --out $(DRIFT_DIR) \
-		--trigger --dry-run --state $(DRIFT_DIR)/retrain-state.json
+drift: $(READY) ## each model's drift report (JSON, HTML, metrics) on a synthetic DRIFT_SHIFT sample
+	for m in $$($(MODELS_CLI) names "$(MODEL)"); do \
+	  dir=$$($(MODELS_CLI) field $$m folder); out=$(DRIFT_DIR)/$$m; \
+	  $(BIN)/dvc repro "$$dir/dvc.yaml:prepare"; \
+	  $(PY) -m ml.monitoring synthetic --params $$dir/params.yaml --shared-params params.yaml \
+	    --data $$dir/data/prepared --shift $(DRIFT_SHIFT) --model $$dir/model.onnx \
+	    --out $$out/$(DRIFT_SHIFT).npz; \
+	  $(PY) -m ml.monitoring drift --params $$dir/params.yaml --shared-params params.yaml \
+	    --reference $$dir/data/prepared/train.npz --sample $$out/$(DRIFT_SHIFT).npz --out $$out \
+	    --trigger --dry-run --state $$out/retrain-state.json; \
+	done
 
-workflows: $(READY) ## regenerate the Argo workflows, dashboard and drift-job config under apps/
+workflows: $(READY) ## regenerate each app's Argo workflows, dashboard and drift CronJob under apps/
 	$(PY) -m ml.workflows
 
 workflows-check: $(READY) ## fail when the generated manifests under apps/ are out of date
 	$(PY) -m ml.workflows --check
 
 # --- model service (ml/serving; owner: the serving work) -----------------------------------------
-# `serve`: the service on models/model.onnx at http://127.0.0.1:$(SERVE_PORT) (env config: see
-# ml/serving/README.md; e.g. `make serve SERVE_PORT=9000` or FAULT_ERROR_RATE=0.1 make serve).
-# `bench-serving`: this service vs a bare-ASGI ceiling vs mlflow / MLServer / KServe, one server at
-# a time on loopback with wrk; ~30 min; peers install once into .bench/peers-venv. Results:
+# `serve`: the service on one model's model.onnx (MODEL, default the first of models.yaml) at
+# http://127.0.0.1:$(SERVE_PORT) (env config: see ml/serving/README.md; e.g.
+# `make serve MODEL=breast-cancer SERVE_PORT=9000` or FAULT_ERROR_RATE=0.1 make serve).
+# `bench-serving`: this service (own HTTP layer, uvicorn, granian; JSON and binary tensors) vs HTTP
+# ceilings (own layer, nginx, bare ASGI) vs mlflow / MLServer / KServe, all up at once on loopback,
+# loads taken in turn with wrk; then the attack corpus and SIGTERM under load; ~35 min; peers
+# install once into .bench/peers-venv, nginx is unpacked into .bench/nginx. Results:
 # .bench/serving.json and .bench/serving.md. Not part of `make test` (too long); options through
 # BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS="--duration 5 --passes 1 --servers ml-serving,kserve".
+# `fuzz-serving`: the raw-bytes fuzzer of tests/serving/test_fuzz.py for FUZZ_SECONDS (default
+# 300; `make test` runs it for at most 30 s).
 # `lint-docker`: hadolint on the serving and training Dockerfiles (also a test in tests/serving).
 SERVE_PORT ?= 8080
-.PHONY: serve bench-serving lint-docker
-serve: $(READY) ## run the model service on models/model.onnx (PORT=$(SERVE_PORT), loopback)
-	MODEL_URI=models/model.onnx PORT=$(SERVE_PORT) $(PY) -m ml.serving
+FUZZ_SECONDS ?= 300
+.PHONY: serve bench-serving fuzz-serving lint-docker
+serve: $(READY) ## run the model service on one model's model.onnx (MODEL=<name>, PORT=$(SERVE_PORT), loopback)
+	m=$$($(MODELS_CLI) names "$(MODEL)" | cut -d' ' -f1); dir=$$($(MODELS_CLI) field $$m folder); \
+	MODEL_DIR=$$dir MODEL_URI=$$dir/model.onnx MODEL_NAME=$$($(MODELS_CLI) field $$m app) \
+	  PORT=$(SERVE_PORT) $(PY) -m ml.serving
 
 bench-serving: $(READY) ## benchmark the service against peer model servers (long; not in `make test`)
 	$(PY) -m scripts.bench_serving $(BENCH_SERVING_ARGS)
+
+fuzz-serving: $(READY) ## fuzz the model server's HTTP layer with raw bytes for FUZZ_SECONDS
+	FUZZ_EXAMPLES=10000000 FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/pytest -q -s -p no:randomly \
+		tests/serving/test_fuzz.py
 
 lint-docker: $(READY) ## hadolint the serving and training Dockerfiles
 	$(BIN)/hadolint ml/serving/Dockerfile ml/training.Dockerfile

@@ -1,4 +1,8 @@
-"""The one CLI convention of every stage: argparse, known failures as one clear message + exit 1."""
+"""The one CLI convention of every stage: argparse, known failures as one clear message + exit 1.
+
+DVC runs each stage in its model's folder; `--params` is the model's params.yaml and
+`--shared-params` the repository's root params.yaml merged under it (ml/config.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ml.catalog import CatalogError
 from ml.config import ParamsError
 
 
@@ -16,9 +21,20 @@ class StageError(RuntimeError):
 def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
+        "--params", default="params.yaml", help="the model's params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--shared-params",
+        default=None,
+        help="the repository's shared params file merged under --params (e.g. ../../params.yaml)",
     )
     return parser
+
+
+def add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    """Stages that talk to MLflow need to know which model of models.yaml they run for."""
+    parser.add_argument("--catalog", required=True, help="the repository's models.yaml")
+    parser.add_argument("--name", required=True, help="this model's name in the catalog")
 
 
 def run_stage(
@@ -27,7 +43,7 @@ def run_stage(
     """Run a stage body; known failures print `<stage>: error: ...` and return 1, no traceback."""
     try:
         body(argv)
-    except (StageError, ParamsError) as error:
+    except (StageError, ParamsError, CatalogError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,21 +1,29 @@
-"""Typed, validated view of params.yaml, loaded once per process.
+"""Typed, validated view of a model's params, loaded once per process.
 
-Every stage reads its knobs through `load_params`, so a typo in params.yaml is caught before any
-work starts and the message names the file and the key (e.g. ``params.yaml: train.epochs: ...``).
+A model's knobs come from two files: the repository's root `params.yaml` (what every model
+shares: export settings, the latency gate, the registry alias, drift statistics) and the model's
+own `models/<name>/params.yaml` (its data, input schema, task, network, training, accuracy gates,
+schedules, card). Each key lives in exactly one of them, because DVC tracks a parameter by file
+and key: a key set in both would be tracked twice and could not say which value a stage used.
+The merged mapping is validated once; a typo, a wrong type or an out-of-range value stops the
+stage with the file and the key named (e.g. ``models/digits/params.yaml: train.epochs: ...``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml.schema import ImageInput, InputSchema, TaskSpec
+
 
 class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or invalid; the message names file and key."""
+    """A params file is missing, unreadable or invalid; the message names file and key."""
 
 
 class _Strict(BaseModel):
@@ -24,13 +32,17 @@ class _Strict(BaseModel):
 
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+# The baselines evaluate fits on every model's own split (ml/stages/evaluate.py)
+BASELINES = ("majority", "logistic_regression")
+Baseline = Literal["majority", "logistic_regression"]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class DataParams(_Strict):
+    # sklearn:<name> (a data set bundled with scikit-learn: digits, breast_cancer, wine, iris...)
+    # or a .csv / .parquet / .npz path relative to the model's folder
     source: str = Field(min_length=1)
     label_column: str = Field(min_length=1)
-    num_classes: int = Field(ge=2, le=1000)
-    pixel_max: float = Field(gt=0.0)
     test_size: Fraction
     val_size: Fraction
     min_class_share: Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -42,10 +54,24 @@ class DataParams(_Strict):
         return self
 
 
-class ModelParams(_Strict):
+class CnnParams(_Strict):
+    """A small CNN for single-channel images: a 3x3 conv + 2x2 max-pool per width."""
+
+    family: Literal["cnn"]
     channels: list[Annotated[int, Field(ge=1, le=512)]] = Field(min_length=1, max_length=3)
     hidden: int = Field(ge=1, le=4096)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class MlpParams(_Strict):
+    """A multi-layer perceptron for any flat input: one ReLU layer per hidden width."""
+
+    family: Literal["mlp"]
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=0, max_length=4)
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+ModelParams = Annotated[CnnParams | MlpParams, Field(discriminator="family")]
 
 
 class TrainParams(_Strict):
@@ -68,18 +94,39 @@ class TrainParams(_Strict):
 class ExportParams(_Strict):
     opset: int = Field(ge=13, le=21)
     parity_atol: float = Field(gt=0.0, le=0.1)
-    latency_samples: int = Field(ge=100)
-    warmup: int = Field(ge=0)
-
-
-class RegistryParams(_Strict):
-    model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
 
 
 class GateParams(_Strict):
-    min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)]
+    """Release gates, checked by the register stage before anything reaches the registry."""
+
+    min_accuracy: Share
+    min_roc_auc: Share
+    # test accuracy minus each baseline's, both on the same split (evaluate fits the baselines):
+    # 0.0 = at least as accurate as that baseline; every baseline evaluate computes must be named
+    min_gain_over_baselines: dict[Baseline, Annotated[float, Field(ge=-1.0, le=1.0)]]
+
+    @field_validator("min_gain_over_baselines")
+    @classmethod
+    def _every_baseline(cls, value: dict[str, float]) -> dict[str, float]:
+        missing = sorted(set(BASELINES) - set(value))
+        if missing:
+            raise ValueError(f"needs a minimum gain over every baseline; missing {missing}")
+        return value
+
     max_p99_latency_ms: float = Field(gt=0.0)
+    latency_samples: int = Field(ge=100)  # single-row predictions timed after warm-up
+    latency_warmup: int = Field(ge=0)
+
+
+class RegistryParams(_Strict):
+    alias: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+
+
+class CardParams(_Strict):
+    """The model card's prose: what the model is for and where it must not be trusted."""
+
+    intended_use: str = Field(min_length=1)
+    limitations: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
 
 
 class DriftParams(_Strict):
@@ -135,35 +182,24 @@ def _check_cron(value: str) -> str:
 class Params(_Strict):
     seed: int = Field(ge=0, le=2**32 - 1)
     data: DataParams
+    input: InputSchema
+    task: TaskSpec
     model: ModelParams
     train: TrainParams
     export: ExportParams
-    registry: RegistryParams
     gates: GateParams
+    registry: RegistryParams
+    card: CardParams
     monitoring: MonitoringParams
 
-
-def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: {len(error.errors())} invalid value(s):"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"  {path}: {key}: unknown key")
-        else:
-            lines.append(f"  {path}: {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+    @model_validator(mode="after")
+    def _family_fits_input(self) -> "Params":
+        if isinstance(self.model, CnnParams) and not isinstance(self.input, ImageInput):
+            raise ValueError("model.family cnn needs input.kind image (use mlp for tabular)")
+        return self
 
 
-def parse_params(raw: object, path: Path) -> Params:
-    """Validate an already-parsed mapping; `path` is only used in messages."""
-    if not isinstance(raw, dict):
-        raise ParamsError(
-            f"{path}: top level must be a mapping of sections, got {type(raw).__name__}"
-        )
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as error:
-        raise ParamsError(_format_errors(path, error)) from None
+# -- reading and merging -------------------------------------------------------------------------
 
 
 def read_params_yaml(path: Path) -> object:
@@ -178,7 +214,104 @@ def read_params_yaml(path: Path) -> object:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises ParamsError naming file and key on any problem."""
+def merge_shared(
+    own: Mapping[str, Any], own_path: Path, shared: Mapping[str, Any], shared_path: Path
+) -> tuple[dict[str, Any], dict[tuple[str, ...], Path]]:
+    """Deep-merge the shared params under a model's own; returns (merged, key -> file).
+
+    A leaf present in both files is an error: DVC tracks each key in the file a stage lists,
+    so a value that could come from either file would make the lock lie about what was used."""
+    origin: dict[tuple[str, ...], Path] = {}
+
+    def walk(a: Mapping[str, Any], b: Mapping[str, Any], prefix: tuple[str, ...]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for key in list(a) + [k for k in b if k not in a]:
+            here = (*prefix, str(key))
+            in_a, in_b = key in a, key in b
+            if in_a and in_b:
+                if isinstance(a[key], Mapping) and isinstance(b[key], Mapping):
+                    merged[key] = walk(a[key], b[key], here)
+                    continue
+                raise ParamsError(
+                    f"{own_path}: {'.'.join(here)} is also set in {shared_path}; a key lives in"
+                    " one file only (move it out of the shared file to set it per model)"
+                )
+            value = a[key] if in_a else b[key]
+            origin[here] = own_path if in_a else shared_path
+            merged[key] = value
+        return merged
+
+    return walk(own, shared, ()), origin
+
+
+def _source_of(
+    loc: tuple[str, ...], origin: Mapping[tuple[str, ...], Path], fallback: Path
+) -> Path:
+    for length in range(len(loc), 0, -1):
+        found = origin.get(loc[:length])
+        if found is not None:
+            return found
+    # a section both files contribute to, or a key missing everywhere: name the model's file
+    return fallback
+
+
+def _format_errors(
+    path: Path, error: ValidationError, origin: Mapping[tuple[str, ...], Path]
+) -> str:
+    lines = [f"{path}: {len(error.errors())} invalid value(s):"]
+    for item in error.errors():
+        # discriminated unions add the tag to the location (model.cnn.channels): drop it
+        loc = tuple(str(p) for p in item["loc"] if p not in ("cnn", "mlp", "image", "tabular"))
+        key = ".".join(loc) or "<root>"
+        where = _source_of(loc, origin, path)
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: {key}: unknown key")
+        else:
+            lines.append(f"  {where}: {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(
+    raw: object,
+    path: Path,
+    shared_raw: object = None,
+    shared_path: Path | None = None,
+) -> Params:
+    """Validate already-parsed mappings; the paths are only used in messages."""
+    for value, where in ((raw, path), (shared_raw, shared_path)):
+        if where is not None and value is not None and not isinstance(value, dict):
+            raise ParamsError(
+                f"{where}: top level must be a mapping of sections, got {type(value).__name__}"
+            )
+    if not isinstance(raw, dict):
+        raise ParamsError(
+            f"{path}: top level must be a mapping of sections, got {type(raw).__name__}"
+        )
+    merged: dict[str, Any] = dict(raw)
+    origin: dict[tuple[str, ...], Path] = {}
+    if isinstance(shared_raw, dict) and shared_path is not None:
+        merged, origin = merge_shared(raw, path, shared_raw, shared_path)
+    try:
+        return Params.model_validate(merged)
+    except ValidationError as error:
+        raise ParamsError(_format_errors(path, error, origin)) from None
+
+
+def load_params(path: str | Path, shared_path: str | Path | None = None) -> Params:
+    """Read a model's params (and the shared root params under it) and validate them."""
     path = Path(path)
-    return parse_params(read_params_yaml(path), path)
+    shared = Path(shared_path) if shared_path is not None else None
+    raw = read_params_yaml(path)
+    shared_raw = read_params_yaml(shared) if shared is not None else None
+    return parse_params(raw, path, shared_raw, shared)
+
+
+def resolved_params(params: Params) -> dict[str, Any]:
+    """The merged params as plain data (the drift CronJob's config)."""
+    return params.model_dump(mode="json")
+
+
+def model_params(params: Params) -> dict[str, Any]:
+    """The params that made the model: every section but `monitoring`, which configures how the
+    model is watched in production and reruns no stage (what the registration record holds)."""
+    return params.model_dump(mode="json", exclude={"monitoring"})

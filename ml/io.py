@@ -34,6 +34,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: str | Path, payload: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
 def write_json(path: str | Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 

@@ -1,6 +1,16 @@
 """The registration record: written once by the register stage, read by serving, release, the
 merge-request report and the rehearsal. One typed model, so each reader gets the same checks.
 
+One record, two files, split by what is true everywhere versus on one machine:
+- `registration.json` (git-tracked) holds what follows from the content: the model's identity,
+  input schema and task, data and params hashes, metrics, baselines, the ONNX sha256 and the
+  gates those decide. A fresh clone re-running the pipeline writes it byte for byte the same.
+- `registration.local.json` (git-ignored, beside it) is the same record plus the facts of the
+  registering machine (MACHINE_LOCAL): the registry version and URI of *its* MLflow store, the
+  run id, the git commit (with `-dirty`), the time, and the latency measured there.
+Readers that need a registry version look it up by content (the ONNX sha256 tag on the version,
+ml.tracking.registered_version) or read the local file where it exists.
+
 A record that does not validate is refused wherever it is read: the service will not show an
 arbitrary JSON document as its `/metadata`, and a release will not ship a model it cannot identify.
 """
@@ -13,8 +23,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ml.schema import InputSchema, TaskSpec
+
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 ModelName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+LOCAL_SUFFIX = ".local.json"
+# Fields true only on the machine (and MLflow store) that registered the model: never in git.
+MACHINE_LOCAL = ("version", "model_uri", "run_id", "git_commit", "registered_at", "latency")
 
 
 class RecordError(ValueError):
@@ -32,23 +47,51 @@ class GateResult(_Record):
     passed: bool
 
 
-class RegistrationRecord(_Record):
-    """What `models/registration.json` holds (docs/CONTRACTS.md describes each field)."""
+class LatencyMeasurement(_Record):
+    """Single-row predictions of the exported model on the registering machine, and its gate."""
 
-    model_name: ModelName
+    p50_ms: float = Field(ge=0.0)
+    p99_ms: float = Field(ge=0.0)
+    mean_ms: float = Field(ge=0.0)
+    samples: int = Field(ge=1)
+    gate: GateResult
+
+
+class RegistrationRecord(_Record):
+    """What `registration.json` holds (docs/CONTRACTS.md describes each field)."""
+
+    model_name: ModelName  # the MLflow registered model
+    catalog_name: ModelName  # the model's key in models.yaml
+    app: ModelName
     alias: str = Field(min_length=1, max_length=255)
-    version: str | None = Field(default=None, pattern=r"^[0-9]+$")
-    model_uri: str | None = None
-    run_id: str = Field(min_length=1, max_length=64)
-    git_commit: str = Field(min_length=1, max_length=80)
+    input: InputSchema
+    task: TaskSpec
     data_hash: Sha256
     params_hash: Sha256
     params: dict[str, Any]
     metrics: dict[str, float]
-    latency: dict[str, float]
+    baselines: dict[str, dict[str, float]]
     onnx_sha256: Sha256
-    registered_at: datetime | None = None
     gates: list[GateResult]
+    # machine-local (MACHINE_LOCAL): only in registration.local.json
+    version: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    model_uri: str | None = None
+    run_id: str | None = Field(default=None, min_length=1, max_length=64)
+    git_commit: str | None = Field(default=None, min_length=1, max_length=80)
+    registered_at: datetime | None = None
+    latency: LatencyMeasurement | None = None
+
+    def tracked(self) -> "RegistrationRecord":
+        """The record without the machine-local facts: what goes into git."""
+        return self.model_copy(update={field: None for field in MACHINE_LOCAL})
+
+    def tracked_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(MACHINE_LOCAL))
+
+    @property
+    def all_gates(self) -> list[GateResult]:
+        """Content gates plus, where measured here, the latency gate."""
+        return [*self.gates, *([self.latency.gate] if self.latency else [])]
 
 
 def parse_record(text: str | bytes, source: str = "registration record") -> RegistrationRecord:
@@ -69,3 +112,21 @@ def read_record(path: str | Path) -> RegistrationRecord:
     except OSError as exc:
         raise RecordError(f"{path}: cannot read the registration record: {exc.strerror}") from None
     return parse_record(text, str(path))
+
+
+def local_record_path(tracked: str | Path) -> Path:
+    """`.../registration.json` -> `.../registration.local.json`."""
+    path = Path(tracked)
+    return path.with_name(path.stem + LOCAL_SUFFIX)
+
+
+def read_best_record(tracked: str | Path) -> RegistrationRecord:
+    """The local record when it describes the same model as the tracked one (same ONNX), else
+    the tracked record: a stale local file from an earlier model is never shown as this one."""
+    record = read_record(tracked)
+    local = local_record_path(tracked)
+    if local.is_file():
+        full = read_record(local)
+        if full.onnx_sha256 == record.onnx_sha256:
+            return full
+    return record

@@ -2,9 +2,11 @@
 
 The build machines are noisy (run-to-run spread up to 60% on shared CPUs), so the gate compares
 numbers normalised by a calibration measured in the same run on the same machine:
-- serving: p50 and p99 of single-row `/predict` requests through the real service, divided by the
-  p50 of `/v2/health/live` on the same server (HTTP + event loop, no inference), each the best of
-  7 passes of 3,000 requests;
+- serving, for each model of models.yaml (in CI, the pipeline's DELIVER_MODELS): p50 and p99 of
+  single-row `/predict` requests through the real service on the model's model.onnx (the row: the
+  middle of each feature's declared range), divided by the p50 of `/v2/health/live` on the same
+  server (HTTP + event loop, no inference), each the best of 7 passes of 3,000 requests; a model
+  without a baseline yet is measured and reported, not gated (`make perf-baseline` adds it);
 - pipeline: `dvc repro` from clean divided by the same six stage commands run without DVC
   (`.bench/pipeline.json`, written by `make bench-pipeline`, which this target runs first).
 Absolute numbers are printed beside them. A serving number over the limit is measured once more
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +28,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from ml.catalog import ModelEntry, load_catalog
+from ml.registration import read_record
 from scripts.local_service import running_service
 from scripts.repo_copy import REPO
 
@@ -66,11 +71,20 @@ def latencies_ms(
 SERVING_RAW = ("predict_p50_ms", "predict_p99_ms", "health_p50_ms")
 
 
-def measure_serving(model: Path, passes: int, count: int) -> dict[str, float]:
+def request_row(root: Path, entry: ModelEntry) -> list[float]:
+    """One plausible input of the model: the middle of each feature's declared range."""
+    record = read_record(root / entry.folder / "registration.json")
+    low, high = record.input.bounds()
+    return [float(v) for v in (low + high) / 2]
+
+
+def measure_serving(
+    model: Path, row_values: list[float], passes: int, count: int
+) -> dict[str, float]:
     """Best pass wins: on a shared machine noise only ever adds latency, so the minimum over
     passes of each percentile is its most repeatable estimate; ratios are taken of those minima
     (a ratio per pass would let one slow calibration pass hide a regression)."""
-    row = json.dumps({"instances": [[float(v % 17) for v in range(64)]]}).encode()
+    row = json.dumps({"instances": [row_values]}).encode()
     best: dict[str, float] = {}
     with running_service(model, {"LOG_LEVEL": "warning"}) as url, httpx.Client() as client:
         latencies_ms(client, "POST", f"{url}/predict", row, 200)  # warm-up
@@ -114,14 +128,28 @@ def pipeline_numbers(path: Path) -> dict[str, float]:
     return {"pipeline_full_s": full, "pipeline_bare_s": bare, "pipeline_ratio": full / bare}
 
 
-GATED = ("predict_p50_ratio", "predict_p99_ratio", "pipeline_ratio")
+SERVING_GATED = ("predict_p50_ratio", "predict_p99_ratio")
+PIPELINE_GATED = ("pipeline_ratio",)
+
+
+def gated(measured: dict[str, float]) -> list[str]:
+    """`pipeline_ratio` and, per measured model, `<model>/predict_p50_ratio` and p99."""
+    names = [k for k in measured if k.endswith(SERVING_GATED)]
+    return [*PIPELINE_GATED, *names]
 
 
 def compare(baseline: dict[str, float], measured: dict[str, float]) -> list[Check]:
-    missing = [k for k in GATED if k not in baseline or k not in measured]
+    """A check per gated number; a model that has no baseline yet is left out (not gated)."""
+    names = gated(measured)
+    missing = [k for k in names if k not in measured or ("/" not in k and k not in baseline)]
     if missing:
         raise SystemExit(f"perf-gate: no baseline or measurement for {missing}")
-    return [Check(name, baseline[name], measured[name]) for name in GATED]
+    return [Check(name, baseline[name], measured[name]) for name in names if name in baseline]
+
+
+def ungated(baseline: dict[str, float], measured: dict[str, float]) -> list[str]:
+    """Models measured here that the baseline does not know yet."""
+    return sorted({k.split("/")[0] for k in gated(measured) if "/" in k and k not in baseline})
 
 
 def table(checks: list[Check], measured: dict[str, float]) -> str:
@@ -131,18 +159,48 @@ def table(checks: list[Check], measured: dict[str, float]) -> str:
         lines.append(
             f"{c.name:<22}{c.baseline:>10.3f}{c.measured:>10.3f}{c.change:>+9.1%}  {verdict}"
         )
+    names = set(gated(measured))
     lines.append(
         "absolute: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(measured.items()) if k not in GATED)
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(measured.items()) if k not in names)
     )
     return "\n".join(lines)
+
+
+def measure_models(
+    root: Path, entries: list[ModelEntry], passes: int, count: int
+) -> dict[str, float]:
+    """Every model's serving numbers, keyed `<model>/<number>`."""
+    measured: dict[str, float] = {}
+    for entry in entries:
+        numbers = measure_serving(
+            root / entry.folder / "model.onnx", request_row(root, entry), passes, count
+        )
+        measured.update({f"{entry.name}/{k}": v for k, v in numbers.items()})
+    return measured
+
+
+def confirm_models(
+    root: Path, entries: list[ModelEntry], measured: dict[str, float], passes: int, count: int
+) -> dict[str, float]:
+    again = measure_models(root, entries, passes, count)
+    merged = dict(measured)
+    for entry in entries:
+        prefix = f"{entry.name}/"
+        first = {k[len(prefix) :]: v for k, v in measured.items() if k.startswith(prefix)}
+        second = {k[len(prefix) :]: v for k, v in again.items() if k.startswith(prefix)}
+        merged.update({prefix + k: v for k, v in confirmed(first, second).items()})
+    return merged
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default=str(REPO / "models" / "model.onnx"))
+    parser.add_argument("--root", type=Path, default=REPO, help="repository with the models")
+    parser.add_argument(
+        "--models", default=None, help="names of models.yaml (default: DELIVER_MODELS, else all)"
+    )
     parser.add_argument("--pipeline-json", default=str(REPO / ".bench" / "pipeline.json"))
     parser.add_argument("--baseline", default=str(BASELINE))
     parser.add_argument("--passes", type=int, default=7)
@@ -151,7 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--update", action="store_true", help="write the measurement as the baseline"
     )
     args = parser.parse_args(argv)
-    measured = measure_serving(Path(args.model), args.passes, args.requests)
+    catalog = load_catalog(args.root / "models.yaml")
+    from scripts.models import plan_variables
+
+    planned = plan_variables(os.environ).get("DELIVER_MODELS")
+    entries = catalog.select(args.models or planned or None)
+    measured = measure_models(args.root, entries, args.passes, args.requests)
     measured.update(pipeline_numbers(Path(args.pipeline_json)))
     if args.update:
         Path(args.baseline).write_text(json.dumps(measured, indent=2, sort_keys=True) + "\n")
@@ -159,13 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     baseline = json.loads(Path(args.baseline).read_text())
     checks = compare(baseline, measured)
-    if any(not c.passed for c in checks if c.name.startswith("predict_")):
+    if any(not c.passed for c in checks if "/" in c.name):
         print(table(checks, measured))
         print("perf-gate: serving over the limit; measuring the service again to confirm")
-        again = measure_serving(Path(args.model), args.passes, args.requests)
-        measured.update(confirmed(measured, again))
+        measured = confirm_models(args.root, entries, measured, args.passes, args.requests)
         checks = compare(baseline, measured)
     print(table(checks, measured))
+    for name in ungated(baseline, measured):
+        print(f"perf-gate: {name} has no baseline yet: measured, not gated (make perf-baseline)")
     failed = [c.name for c in checks if not c.passed]
     if failed:
         print(f"perf-gate: regression over {TOLERANCE:.0%} in {', '.join(failed)}", file=sys.stderr)

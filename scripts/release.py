@@ -1,15 +1,20 @@
-"""`make release TAG=vX.Y.Z`: ship the tagged model to staging and prepare production for review.
+"""`make release TAG=<app>/vX.Y.Z`: ship one app's model to staging and prepare its production
+change for review.
 
-What it does, in order, and only after every check passed:
-1. refuses anything but strict semver `vMAJOR.MINOR.PATCH[-pre][+build]`, a dirty tree, or a missing
-   registration record / registry version;
+The tag names the model: its prefix is the model's `tag_prefix` in models.yaml (`<app>/` by
+default; `""` in a single-model repository, whose tags are plain `vX.Y.Z`), so apps release
+independently and two apps may carry the same version. What it does, in order, and only after
+every check passed:
+1. refuses a tag of no model, anything but strict semver `vMAJOR.MINOR.PATCH[-pre][+build]`
+   after the prefix, a dirty tree, a missing registration record, or a model no registry version
+   holds (the version is looked up by content: the ONNX sha256 register tagged it with);
 2. writes the image tag into `apps/<app>/overlays/staging/kustomization.yaml` (`images:` only, the
-   field `kustomize edit set image` and argocd-image-updater edit: the service image and, where
-   pinned, the trainer image), appends a CHANGELOG entry, validates the rendered overlay, and
-   commits both on the current branch;
+   field `kustomize edit set image` and argocd-image-updater edit: the model's service image and,
+   where pinned, its trainer image), adds an entry to the app's section of CHANGELOG.md,
+   validates the rendered overlay, and commits both on the current branch;
 3. prepares the production change as a commit on its own branch `release/<tag>-production`
    (never on the current branch: production is a reviewed merge request);
-4. moves the MLflow alias `staging` to the released model version.
+4. moves the MLflow alias `staging` of that app's registered model, and no other.
 A failure at any step puts back every file, commit, branch and alias it had changed. A second run
 with the same tag changes nothing. `--dry-run` prints the diffs and the plan, and changes nothing.
 """
@@ -19,7 +24,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import io
-import json
 import os
 import re
 import subprocess
@@ -31,8 +35,9 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from ml.catalog import CatalogError, ModelEntry, load_catalog
 from ml.io import write_text
-from ml.workflows import TRAINER_IMAGE
+from ml.registration import RecordError, RegistrationRecord, read_record
 
 _IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)"  # semver.org: no leading zeros
 SEMVER = re.compile(
@@ -51,20 +56,28 @@ class ReleaseError(RuntimeError):
 class Plan:
     tag: str
     image_tag: str
-    app: str
-    model_name: str
-    model_version: str
+    entry: ModelEntry
+    record: RegistrationRecord
     changes: dict[Path, tuple[str, str]] = field(default_factory=dict)  # path -> (old, new)
     production: tuple[Path, str, str] | None = None
 
 
-def image_tag_for(tag: str) -> str:
+def image_tag_for(version_tag: str) -> str:
     """v1.2.3 -> 1.2.3 (the image tag CI pushes); anything not strict semver is refused."""
-    if not SEMVER.match(tag):
+    if not SEMVER.match(version_tag):
         raise ReleaseError(
-            f"{tag!r} is not a release tag: expected vMAJOR.MINOR.PATCH, e.g. v1.2.3"
+            f"{version_tag!r} is not a release tag: expected vMAJOR.MINOR.PATCH, e.g. v1.2.3"
         )
-    return tag[1:].replace("+", "_")  # '+' is not allowed in image tags
+    return version_tag[1:].replace("+", "_")  # '+' is not allowed in image tags
+
+
+def model_of(repo: Path, tag: str) -> tuple[ModelEntry, str]:
+    """(model, image tag) of a release tag `<tag_prefix>vX.Y.Z`."""
+    try:
+        entry, version = load_catalog(repo / "models.yaml").for_tag(tag)
+    except CatalogError as error:
+        raise ReleaseError(f"{error} (a release tag is <app>/vMAJOR.MINOR.PATCH)") from None
+    return entry, image_tag_for(version)
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -93,61 +106,80 @@ def set_image_tag(text: str, image: str, new_tag: str, source: Path, required: b
     return buffer.getvalue()
 
 
-def release_images(text: str, app: str, image_tag: str, source: Path) -> str:
+def release_images(text: str, entry: ModelEntry, image_tag: str, source: Path) -> str:
     """Both images CI builds and tags with the release version (scripts/ci/build_image.sh) get
-    the tag: the service, named after the app, and the trainer its retraining workflow and drift
-    CronJob run. An overlay that does not pin the trainer (no continuous training) keeps the
-    service alone."""
-    text = set_image_tag(text, app, image_tag, source)
-    return set_image_tag(text, TRAINER_IMAGE, image_tag, source, required=False)
+    the tag: the model's service image and the trainer its retraining workflow and drift CronJob
+    run. An overlay that does not pin the trainer (no continuous training) keeps the service
+    alone."""
+    text = set_image_tag(text, entry.serving_image, image_tag, source)
+    return set_image_tag(text, entry.trainer_image, image_tag, source, required=False)
 
 
-def changelog_entry(plan: Plan, record: dict[str, object], today: date) -> str:
-    metrics = record.get("metrics") or {}
-    latency = record.get("latency") or {}
-    assert isinstance(metrics, dict) and isinstance(latency, dict)
+def changelog_entry(plan: Plan, today: date) -> str:
+    record = plan.record
+    scores = ", ".join(f"{k} {record.metrics[k]:.4f}" for k in ("accuracy", "roc_auc"))
     return (
-        f"## {plan.tag} - {today.isoformat()}\n\n"
-        f"- {plan.app}: image tag `{plan.image_tag}` to staging; production prepared on branch"
+        f"### {plan.tag} - {today.isoformat()}\n\n"
+        f"- image tag `{plan.image_tag}` to staging; production prepared on branch"
         f" `release/{plan.tag}-production` for review\n"
-        f"- model `{plan.model_name}` version {plan.model_version}"
-        f" (accuracy {float(metrics.get('accuracy', float('nan'))):.4f},"
-        f" p99 {float(latency.get('p99_ms', float('nan'))):.3f} ms,"
-        f" commit {str(record.get('git_commit', 'unknown'))[:12]})\n"
+        f"- model `{record.model_name}` with ONNX sha256 `{record.onnx_sha256[:12]}` ({scores},"
+        f" data `{record.data_hash[:12]}`, params `{record.params_hash[:12]}`)\n"
     )
 
 
-def with_changelog(old: str, entry: str, tag: str) -> str:
-    if re.search(rf"^## {re.escape(tag)} ", old, flags=re.M):
-        return old  # already released: idempotent
-    head = "# Changelog\n\n"
-    body = old[len(head) :] if old.startswith(head) else old
-    return head + entry + ("\n" + body if body.strip() else "")
+def with_changelog(old: str, app: str, entry: str, tag: str) -> str:
+    """CHANGELOG.md with `entry` first in the app's `## <app>` section (a new section at the end
+    for an app's first release); unchanged when the tag is already there: a second run is a
+    no-op, and two apps released at the same version keep an entry each."""
+    if re.search(rf"^### {re.escape(tag)} ", old, flags=re.M):
+        return old
+    lines = old.splitlines(keepends=True) or ["# Changelog\n", "\n"]
+    heading = f"## {app}\n"
+    if heading in lines:
+        at = lines.index(heading) + 1
+        while at < len(lines) and not lines[at].strip():
+            at += 1
+        lines[at:at] = [entry, "\n"]
+    else:
+        if lines[-1].strip():
+            lines.append("\n")
+        lines += [heading, "\n", entry]
+    return "".join(lines)
 
 
-def build_plan(repo: Path, tag: str, app: str, registration: Path, today: date) -> Plan:
-    image_tag = image_tag_for(tag)
+def build_plan(repo: Path, tag: str, registration: Path | None, today: date) -> Plan:
+    entry, image_tag = model_of(repo, tag)
+    registration = registration or repo / entry.folder / "registration.json"
     if not registration.is_file():
         raise ReleaseError(f"{registration}: no registration record (run `make pipeline` first)")
-    record = json.loads(registration.read_text())
-    plan = Plan(tag, image_tag, app, str(record["model_name"]), str(record["version"]))
+    try:
+        record = read_record(registration)
+    except RecordError as error:
+        raise ReleaseError(str(error)) from None
+    if record.model_name != entry.registered_model:
+        raise ReleaseError(
+            f"{registration}: records model {record.model_name!r}, but models.yaml registers"
+            f" {entry.name} as {entry.registered_model!r}"
+        )
+    plan = Plan(tag, image_tag, entry, record)
+    app = entry.app
     overlays = repo / "apps" / app / "overlays"
     for env in ("staging", "production"):
         if not (overlays / env / "kustomization.yaml").is_file():
             raise ReleaseError(f"{overlays / env / 'kustomization.yaml'}: missing")
     staging = overlays / "staging" / "kustomization.yaml"
     old = staging.read_text()
-    new = release_images(old, app, image_tag, staging)
+    new = release_images(old, entry, image_tag, staging)
     if new != old:
         plan.changes[staging] = (old, new)
     changelog = repo / "CHANGELOG.md"
     old_log = changelog.read_text() if changelog.exists() else ""
-    new_log = with_changelog(old_log, changelog_entry(plan, record, today), tag)
+    new_log = with_changelog(old_log, app, changelog_entry(plan, today), tag)
     if new_log != old_log:
         plan.changes[changelog] = (old_log, new_log)
     production = overlays / "production" / "kustomization.yaml"
     prod_old = production.read_text()
-    prod_new = release_images(prod_old, app, image_tag, production)
+    prod_new = release_images(prod_old, entry, image_tag, production)
     if prod_new != prod_old:
         plan.production = (production, prod_old, prod_new)
     return plan
@@ -171,15 +203,31 @@ def default_validate(repo: Path, overlay: Path) -> None:
         )
 
 
+def default_find_version(model_name: str, onnx_sha256: str) -> str:
+    """The registry version holding this exact ONNX file (register tags it with its sha256):
+    found by content, so a version number written on another machine is never trusted."""
+    from mlflow import MlflowClient
+
+    from ml.tracking import registered_version, tracking_uri
+
+    version = registered_version(MlflowClient(tracking_uri()), model_name, onnx_sha256)
+    if version is None:
+        raise ReleaseError(
+            f"MLflow ({tracking_uri()}): no version of {model_name!r} holds the model with ONNX"
+            f" sha256 {onnx_sha256[:12]}...: run the model's register stage against this store"
+            " (MLFLOW_TRACKING_URI) first"
+        )
+    return version
+
+
 def default_set_alias(model_name: str, version: str, alias: str) -> str | None:
     """Move the MLflow alias; returns the version it pointed at before (None if unset)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from ml.tracking import start_tracking
+    from ml.tracking import tracking_uri
 
-    start_tracking()
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri())
     try:
         previous: str | None = str(client.get_model_version_by_alias(model_name, alias).version)
     except MlflowException:
@@ -197,7 +245,9 @@ def default_set_alias(model_name: str, version: str, alias: str) -> str | None:
 def restore_alias(model_name: str, alias: str, previous: str | None) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient()
+    from ml.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri())
     if previous is None:
         client.delete_registered_model_alias(model_name, alias)
     else:
@@ -209,8 +259,11 @@ def apply(
     plan: Plan,
     validate: Callable[[Path, Path], None] = default_validate,
     set_alias: Callable[[str, str, str], str | None] = default_set_alias,
+    find_version: Callable[[str, str], str] = default_find_version,
 ) -> list[str]:
     """Carry out the plan; on any failure undo every step already taken, then re-raise."""
+    model_name = plan.record.model_name
+    version = find_version(model_name, plan.record.onnx_sha256)  # before anything changes
     done: list[str] = []
     head = git(repo, "rev-parse", "HEAD")
     branch = f"release/{plan.tag}-production"
@@ -220,14 +273,14 @@ def apply(
         for path, (_, new) in plan.changes.items():
             write_text(path, new)
         if plan.changes:
-            validate(repo, repo / "apps" / plan.app / "overlays" / "staging")
+            validate(repo, repo / "apps" / plan.entry.app / "overlays" / "staging")
             git(repo, "add", *(str(p.relative_to(repo)) for p in plan.changes))
             git(
                 repo,
                 "commit",
                 "-q",
                 "-m",
-                f"release {plan.tag}: {plan.app} {plan.image_tag} to staging",
+                f"release {plan.tag}: {plan.entry.app} {plan.image_tag} to staging",
             )
             done.append(
                 f"committed staging change on {git(repo, 'rev-parse', '--abbrev-ref', 'HEAD')}"
@@ -238,9 +291,9 @@ def apply(
             done.append(
                 f"prepared production change on branch {branch} (open it as a merge request)"
             )
-        previous = set_alias(plan.model_name, plan.model_version, "staging")
-        if previous != plan.model_version:
-            done.append(f"MLflow alias {plan.model_name}@staging -> version {plan.model_version}")
+        previous = set_alias(model_name, version, "staging")
+        if previous != version:
+            done.append(f"MLflow alias {model_name}@staging -> version {version}")
     except BaseException:
         git(repo, "reset", "-q", "--hard", head, check=False)
         for path, (old, _) in plan.changes.items():
@@ -270,7 +323,7 @@ def _commit_on_branch(repo: Path, branch: str, plan: Plan) -> None:
         _git_env(repo, run_env, "read-tree", "HEAD")
         _git_env(repo, run_env, "update-index", "--cacheinfo", f"100644,{blob},{rel}")
         tree = _git_env(repo, run_env, "write-tree")
-        message = f"release {plan.tag}: {plan.app} {plan.image_tag} to production"
+        message = f"release {plan.tag}: {plan.entry.app} {plan.image_tag} to production"
         commit = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", message)
         git(repo, "branch", branch, commit)
     finally:
@@ -326,9 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("tag", help="release tag, vMAJOR.MINOR.PATCH")
-    parser.add_argument("--app", default="digits-classifier")
-    parser.add_argument("--registration", default="models/registration.json")
+    parser.add_argument(
+        "tag", help="release tag, <app>/vMAJOR.MINOR.PATCH (models.yaml tag_prefix)"
+    )
+    parser.add_argument(
+        "--registration", default=None, help="default: the model's <folder>/registration.json"
+    )
     parser.add_argument("--repo", default=".", help="repository root (default: cwd)")
     parser.add_argument("--dry-run", action="store_true", help="print the diffs; change nothing")
     parser.add_argument("--push", action="store_true", help="push the staging commit (CI)")
@@ -339,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     try:
-        plan = build_plan(repo, args.tag, args.app, repo / args.registration, date.today())
+        registration = repo / args.registration if args.registration else None
+        plan = build_plan(repo, args.tag, registration, date.today())
         if args.promote:
             print(f"release: {promote(repo, plan, args.remote)}")
             return 0
@@ -351,9 +408,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if plan.production:
                 print(f"# on branch release/{plan.tag}-production:")
                 print(unified(plan.production[0], repo, *plan.production[1:]), end="")
-            print(f"# would move MLflow alias {plan.model_name}@staging -> {plan.model_version}")
+            print(
+                f"# would move MLflow alias {plan.record.model_name}@staging -> the version"
+                f" holding ONNX sha256 {plan.record.onnx_sha256[:12]}..."
+            )
             return 0
-        done = apply(repo, plan, validate=default_validate, set_alias=default_set_alias)
+        done = apply(
+            repo,
+            plan,
+            validate=default_validate,
+            set_alias=default_set_alias,
+            find_version=default_find_version,
+        )
         if args.push:
             done.append(push_release(repo, args.remote))
     except ReleaseError as error:

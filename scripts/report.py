@@ -1,9 +1,11 @@
 """`make report`: the merge-request report, as markdown, built with no CML installed.
 
-Sections: release gates and headline metrics of this branch against the target branch (from the
-real `dvc metrics diff`), the per-class table, the evaluation figures, the model card's evaluation,
-what changed in the rendered manifests per overlay, and the canary rehearsal's verdict and
-timeline. In CI, `cml comment update --watermark-title=...` posts the file; locally you read it.
+One section per model whose pipeline or app changed against the target branch (the deliver set of
+scripts/models.py; every model when none changed, e.g. on main): its release gates, headline
+metrics and baselines against the target branch (from the real `dvc metrics diff`), the per-class
+table, the evaluation figures, the model card's evaluation and the canary rehearsal's verdict.
+Then what changed in the rendered manifests per overlay. In CI, `cml comment update
+--watermark-title=...` posts the file; locally you read it.
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ml.catalog import Catalog, ModelEntry, load_catalog
 from ml.config import load_params
+from ml.registration import GateResult, RecordError, read_best_record
 
 HEADLINE = [
-    ("metrics/metrics.json", "accuracy", "accuracy", True),
-    ("metrics/metrics.json", "macro_f1", "macro F1", True),
-    ("metrics/metrics.json", "roc_auc", "ROC-AUC", True),
-    ("metrics/latency.json", "p50_ms", "p50 latency (ms)", False),
-    ("metrics/latency.json", "p99_ms", "p99 latency (ms)", False),
+    ("accuracy", "accuracy", True),
+    ("macro_f1", "macro F1", True),
+    ("roc_auc", "ROC-AUC", True),
+    ("recall", "recall (positive class)", True),
+    ("precision", "precision (positive class)", True),
 ]
-FIGURES = ["confusion_matrix.png", "per_class.png", "roc_pr.png"]
+FIGURES = ["confusion_matrix.png", "per_class.png", "roc_pr.png", "thresholds.png"]
+Diff = dict[str, dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,11 @@ def default_base() -> str:
     return f"origin/{target}" if target else "main"
 
 
-def metrics_diff(repo: Path, base: str) -> dict[str, dict[str, dict[str, float | None]]]:
+def metrics_path(entry: ModelEntry) -> str:
+    return f"{entry.folder}/metrics/metrics.json"
+
+
+def metrics_diff(repo: Path, base: str, entries: Sequence[ModelEntry]) -> Diff:
     """`dvc metrics diff <base> --all --json`: {file: {metric: {old, new, diff}}}."""
     result = subprocess.run(
         [sys.executable, "-m", "dvc", "metrics", "diff", base, "--all", "--json"],
@@ -60,10 +70,10 @@ def metrics_diff(repo: Path, base: str) -> dict[str, dict[str, dict[str, float |
     )
     if result.returncode != 0:
         raise SystemExit(f"report: dvc metrics diff {base} failed: {result.stderr.strip()}")
-    parsed: dict[str, dict[str, dict[str, float | None]]] = json.loads(result.stdout or "{}")
+    parsed: Diff = json.loads(result.stdout or "{}")
     # dvc answers {} with exit 0 outside a DVC repo or when no metrics file exists: without this
     # check the report would show dashes and call every gate failed
-    missing = sorted({path for path, *_ in HEADLINE} - set(parsed))
+    missing = sorted({metrics_path(e) for e in entries} - set(parsed))
     if missing:
         raise SystemExit(
             f"report: dvc metrics diff {base} found no {', '.join(missing)} in {repo}"
@@ -72,20 +82,32 @@ def metrics_diff(repo: Path, base: str) -> dict[str, dict[str, dict[str, float |
     return parsed
 
 
-def headline_rows(diff: dict[str, dict[str, dict[str, float | None]]]) -> list[MetricRow]:
-    rows = []
-    for path, key, label, higher in HEADLINE:
-        entry = diff.get(path, {}).get(key, {})
-        rows.append(MetricRow(label, _num(entry.get("old")), _num(entry.get("new")), higher))
-    return rows
-
-
 def _num(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def headline_rows(entry: ModelEntry, diff: Diff) -> list[MetricRow]:
+    found = diff.get(metrics_path(entry), {})
+    rows = [
+        MetricRow(label, _num(found[key].get("old")), _num(found[key].get("new")), higher)
+        for key, label, higher in HEADLINE
+        if key in found
+    ]
+    for key in sorted(k for k in found if k.startswith("baselines.") and k.endswith(".accuracy")):
+        name = key.split(".")[1].replace("_", " ")
+        rows.append(
+            MetricRow(
+                f"baseline: {name} (accuracy)",
+                _num(found[key].get("old")),
+                _num(found[key].get("new")),
+                True,
+            )
+        )
+    return rows
 
 
 def metrics_table(rows: list[MetricRow]) -> str:
@@ -103,26 +125,32 @@ def metrics_table(rows: list[MetricRow]) -> str:
     return "\n".join(lines)
 
 
-def gates_table(repo: Path, rows: list[MetricRow]) -> tuple[str, bool]:
-    gates = load_params(repo / "params.yaml").gates
-    by_label = {row.label: row.new for row in rows}
-    checks = [
-        ("accuracy", by_label["accuracy"], f">= {gates.min_accuracy}", gates.min_accuracy, True),
-        (
-            "p99 latency (ms)",
-            by_label["p99 latency (ms)"],
-            f"<= {gates.max_p99_latency_ms}",
-            gates.max_p99_latency_ms,
-            False,
-        ),
-    ]
+def gate_results(repo: Path, entry: ModelEntry) -> tuple[list[GateResult], str]:
+    """The release gates decided on this branch's metrics (the register stage's own rule), plus
+    the latency gate where this machine measured it (its registration.local.json)."""
+    from ml.stages.register import content_gates
+
+    params = load_params(repo / entry.params, repo / "params.yaml")
+    metrics = json.loads((repo / metrics_path(entry)).read_text())
+    results = content_gates(params.gates, metrics)
+    note = "latency: measured at registration on the registering machine; not recorded here"
+    try:
+        record = read_best_record(repo / entry.folder / "registration.json")
+    except RecordError:
+        record = None
+    if record is not None and record.latency is not None:
+        results.append(record.latency.gate)
+        note = f"latency: measured over {record.latency.samples} single-row predictions here"
+    return results, note
+
+
+def gates_table(results: list[GateResult], note: str) -> tuple[str, bool]:
     lines = ["| gate | measured | limit | result |", "| --- | ---: | ---: | --- |"]
-    passed_all = True
-    for name, value, limit_text, limit, at_least in checks:
-        passed = value is not None and (value >= limit if at_least else value <= limit)
-        passed_all &= passed
-        lines.append(f"| {name} | {_fmt(value)} | {limit_text} | {'pass' if passed else 'FAIL'} |")
-    return "\n".join(lines), passed_all
+    for r in results:
+        lines.append(
+            f"| {r.gate} | {r.measured:.4f} | {r.limit:g} | {'pass' if r.passed else 'FAIL'} |"
+        )
+    return "\n".join(lines) + f"\n\n_{note}_", all(r.passed for r in results)
 
 
 def read_at(repo: Path, ref: str, path: str) -> str | None:
@@ -132,8 +160,8 @@ def read_at(repo: Path, ref: str, path: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def per_class_table(repo: Path, base: str) -> str:
-    path = "reports/plots/per_class.csv"
+def per_class_table(repo: Path, base: str, entry: ModelEntry) -> str:
+    path = f"{entry.folder}/reports/plots/per_class.csv"
     new_text = (repo / path).read_text() if (repo / path).is_file() else None
     if new_text is None:
         return "_no per-class scores (run `make pipeline`)_"
@@ -153,24 +181,24 @@ def per_class_table(repo: Path, base: str) -> str:
     return "\n".join(lines)
 
 
-def figures_section(repo: Path, out: Path) -> str:
+def figures_section(repo: Path, out: Path, entry: ModelEntry) -> str:
     links = []
     for name in FIGURES:
-        figure = repo / "reports" / "figures" / name
+        figure = repo / entry.folder / "reports" / "figures" / name
         if figure.is_file():
             links.append(f"![{name}]({os.path.relpath(figure, out.parent)})")
     return "\n\n".join(links) or "_no figures (run `make pipeline`)_"
 
 
-def model_card_summary(repo: Path) -> str:
-    card = repo / "models" / "model_card.md"
+def model_card_summary(repo: Path, entry: ModelEntry) -> str:
+    card = repo / entry.folder / "model_card.md"
     if not card.is_file():
         return "_no model card (run `make pipeline`)_"
     text = card.read_text()
     start = text.find("## Evaluation")
-    end = text.find("## Limits")
+    end = text.find("## Release gates")
     summary = text[start:end].strip() if start >= 0 else text[:800]
-    return summary.replace("## ", "### ")  # nested under the report's own section
+    return summary.replace("## ", "#### ")  # nested under the report's model section
 
 
 def manifests_section(repo: Path, base: str) -> str:
@@ -186,11 +214,11 @@ def manifests_section(repo: Path, base: str) -> str:
     return "```\n" + diff_table(changed) + "\n```"
 
 
-def rehearsal_section(repo: Path) -> str:
-    found = repo / "reports" / "rehearsal" / "rehearsal.md"
+def rehearsal_section(repo: Path, entry: ModelEntry) -> str:
+    found = repo / "reports" / "rehearsal" / entry.name / "rehearsal.md"
     if not found.is_file():
-        return "_not run: `make rehearse` writes reports/rehearsal/rehearsal.md_"
-    return found.read_text().strip()
+        return f"_not run: `make rehearse MODEL={entry.name}` writes {found.relative_to(repo)}_"
+    return found.read_text().strip().replace("\n# ", "\n#### ").replace("\n## ", "\n#### ")
 
 
 def existing_base(repo: Path, base: str) -> str:
@@ -206,23 +234,67 @@ def existing_base(repo: Path, base: str) -> str:
     return "HEAD"
 
 
-def build_report(repo: Path, base: str, out: Path) -> tuple[str, bool]:
-    base = existing_base(repo, base)
-    rows = headline_rows(metrics_diff(repo, base))
-    gates, gates_pass = gates_table(repo, rows)
-    verdict = "all release gates pass" if gates_pass else "**a release gate fails**"
-    sections = [
-        f"# Model report: this branch vs `{base}`\n\n{verdict}.",
-        "## Release gates\n\n" + gates,
-        "## Metrics\n\n" + metrics_table(rows),
-        "## Per class (test split)\n\n" + per_class_table(repo, base),
-        "## Figures\n\n" + figures_section(repo, out),
-        "## Model card\n\n" + model_card_summary(repo),
-        "## Rendered manifests: what Argo CD would apply differently\n\n"
-        + manifests_section(repo, base),
-        "## Canary rehearsal\n\n" + rehearsal_section(repo),
+def changed_models(repo: Path, catalog: Catalog, base: str) -> tuple[list[ModelEntry], str]:
+    """The models to report on: the CI plan's (DELIVER_MODELS), else those whose folder or app
+    differ from the base (the working tree included), else every model."""
+    from scripts.models import affected_models, catalog_at, plan_variables
+
+    planned = plan_variables(os.environ).get("DELIVER_MODELS")
+    if planned is not None and planned.strip():
+        return catalog.select(planned), "the models this pipeline delivers"
+    merge_base = subprocess.run(
+        ["git", "merge-base", base, "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "diff", "--name-only", merge_base or base],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    found = affected_models(changed, catalog, catalog_at(repo, merge_base or base)).deliver
+    if found:
+        return catalog.select(" ".join(found)), "the models whose pipeline or app changed"
+    return list(catalog.entries), "no model changed: every model, as it is"
+
+
+def model_section(
+    repo: Path, base: str, out: Path, entry: ModelEntry, diff: Diff
+) -> tuple[str, bool]:
+    results, note = gate_results(repo, entry)
+    gates, passed = gates_table(results, note)
+    verdict = "all release gates pass" if passed else "**a release gate fails**"
+    parts = [
+        f"## {entry.name} (app `{entry.app}`, `{entry.folder}`)\n\n{verdict}.",
+        "### Release gates\n\n" + gates,
+        "### Metrics\n\n" + metrics_table(headline_rows(entry, diff)),
+        "### Per class (test split)\n\n" + per_class_table(repo, base, entry),
+        "### Figures\n\n" + figures_section(repo, out, entry),
+        "### Model card\n\n" + model_card_summary(repo, entry),
+        "### Canary rehearsal\n\n" + rehearsal_section(repo, entry),
     ]
-    return "\n\n".join(sections) + "\n", gates_pass
+    return "\n\n".join(parts), passed
+
+
+def build_report(repo: Path, base: str, out: Path, names: str | None = None) -> tuple[str, bool]:
+    base = existing_base(repo, base)
+    catalog = load_catalog(repo / "models.yaml")
+    if names:
+        entries, why = catalog.select(names), "the models asked for"
+    else:
+        entries, why = changed_models(repo, catalog, base)
+    diff = metrics_diff(repo, base, entries)
+    sections, passed = [], True
+    for entry in entries:
+        text, ok = model_section(repo, base, out, entry, diff)
+        sections.append(text)
+        passed &= ok
+    verdict = "all release gates pass" if passed else "**a release gate fails**"
+    listed = ", ".join(f"`{e.name}`" for e in entries)
+    head = f"# Model report: this branch vs `{base}`\n\n{verdict}. Models: {listed} ({why})."
+    tail = "## Rendered manifests: what Argo CD would apply differently\n\n" + manifests_section(
+        repo, base
+    )
+    return "\n\n".join([head, *sections, tail]) + "\n", passed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,11 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repo", default=".")
     parser.add_argument("--out", default="reports/mr/report.md")
+    parser.add_argument("--models", default=None, help="names of models.yaml (default: changed)")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     out = (repo / args.out).resolve()
     started = time.perf_counter()
-    text, gates_pass = build_report(repo, args.base or default_base(), out)
+    text, gates_pass = build_report(repo, args.base or default_base(), out, args.models)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"report: wrote {out} in {time.perf_counter() - started:.1f}s", file=sys.stderr)

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 from ml.cli import StageError
-from ml.config import ParamsError, load_params
+from ml.config import Params, ParamsError, load_params
 from ml.data import load_split
 from ml.monitoring.drift import build_reference, detect
 from ml.monitoring.live import (
@@ -34,6 +34,7 @@ from ml.monitoring.live import (
 from ml.monitoring.metrics import DriftMetrics
 from ml.monitoring.report import build_report, write_reports
 from ml.monitoring.shifts import SHIFTS, apply_shift
+from ml.schema import ImageInput
 from ml.monitoring.trigger import (
     ArgoBackend,
     Backend,
@@ -104,10 +105,12 @@ def make_backend(args: argparse.Namespace, env: Env, client: httpx.Client) -> Ba
     return None
 
 
-def _decide(
-    args: argparse.Namespace, env: Env, signals: Signals, params_path: Path, client: httpx.Client
-) -> Decision:
-    retrain = load_params(params_path).monitoring.retrain
+def _load(args: argparse.Namespace) -> Params:
+    return load_params(args.params, args.shared_params)
+
+
+def _decide(args: argparse.Namespace, env: Env, signals: Signals, client: httpx.Client) -> Decision:
+    retrain = _load(args).monitoring.retrain
     backend = make_backend(args, env, client)
     # RETRAIN_DRY_RUN lets an environment's config (not the CronJob's command) say "decide only"
     dry_run = args.dry_run or env.get("RETRAIN_DRY_RUN", "").strip().lower() in ("1", "true", "yes")
@@ -147,15 +150,15 @@ def _window_id(live: LiveSample) -> str:
 
 
 def cmd_drift(args: argparse.Namespace, env: Env, client_factory: ClientFactory) -> int:
-    params = load_params(args.params)
+    params = _load(args)
     settings = params.monitoring.drift
     reference_split = load_split(args.reference.parent, args.reference.stem)
     reference = build_reference(
         reference_split.X,
         reference_split.y,
         settings,
-        params.data.num_classes,
-        (0.0, params.data.pixel_max),
+        params.task.num_classes,
+        params.input.bounds(),
         seed=params.seed,
     )
     with client_factory() as client:
@@ -168,7 +171,7 @@ def cmd_drift(args: argparse.Namespace, env: Env, client_factory: ClientFactory)
                 model_version=",".join(live.model_versions),
                 window=_window_id(live),
             )
-            decision = _decide(args, env, signals, args.params, client)
+            decision = _decide(args, env, signals, client)
     finished = time.time()
     report = build_report(
         result.to_dict(),
@@ -227,7 +230,7 @@ def cmd_trigger(args: argparse.Namespace, env: Env, client_factory: ClientFactor
         window=args.window,
     )
     with client_factory() as client:
-        decision = _decide(args, env, signals, args.params, client)
+        decision = _decide(args, env, signals, client)
     print(json.dumps(decision.to_dict(), indent=2, sort_keys=True))
     return 0
 
@@ -236,12 +239,14 @@ def cmd_trigger(args: argparse.Namespace, env: Env, client_factory: ClientFactor
 
 
 def cmd_synthetic(args: argparse.Namespace, env: Env, client_factory: ClientFactory) -> int:
-    params = load_params(args.params)
+    params = _load(args)
     splits = [load_split(args.data, name) for name in args.split.split(",")]
     x = np.concatenate([split.X for split in splits])
     y = np.concatenate([split.y for split in splits])
     rng = np.random.default_rng(args.seed)
-    rows, _ = apply_shift(x, y, args.shift, rng, params.data.pixel_max, args.magnitude)
+    shape = params.input.shape if isinstance(params.input, ImageInput) else None
+    image = (shape[0], shape[1]) if shape else None
+    rows, _ = apply_shift(x, y, args.shift, rng, params.input.bounds(), args.magnitude, image)
     payload: dict[str, np.ndarray] = {"X": rows}
     if args.model is not None and args.model.is_file():
         from ml.onnx_runtime import open_session
@@ -264,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     drift = sub.add_parser("drift", help="compare live inputs with the training reference")
-    drift.add_argument("--params", type=Path, default=Path("params.yaml"))
+    drift.add_argument("--params", type=Path, required=True, help="the model's params.yaml")
+    drift.add_argument("--shared-params", type=Path, default=None, help="the root params.yaml")
     drift.add_argument("--reference", type=Path, default=Path("data/prepared/train.npz"))
     source = drift.add_mutually_exclusive_group(required=True)
     source.add_argument("--sample", type=Path, help="a local .npz (X, optional labels)")
@@ -281,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     drift.set_defaults(func=cmd_drift)
 
     trig = sub.add_parser("trigger", help="retraining for a reason other than drift")
-    trig.add_argument("--params", type=Path, default=Path("params.yaml"))
+    trig.add_argument("--params", type=Path, required=True, help="the model's params.yaml")
+    trig.add_argument("--shared-params", type=Path, default=None, help="the root params.yaml")
     trig.add_argument("--reason", choices=("manual", "schedule", "signals"), default="signals")
     trig.add_argument("--current-accuracy", type=float, default=None)
     trig.add_argument("--baseline-accuracy", type=float, default=None)
@@ -292,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     trig.set_defaults(func=cmd_trigger)
 
     syn = sub.add_parser("synthetic", help="write a shifted copy of a prepared split")
-    syn.add_argument("--params", type=Path, default=Path("params.yaml"))
+    syn.add_argument("--params", type=Path, required=True, help="the model's params.yaml")
+    syn.add_argument("--shared-params", type=Path, default=None, help="the root params.yaml")
     syn.add_argument("--data", type=Path, default=Path("data/prepared"))
     syn.add_argument(
         "--split",

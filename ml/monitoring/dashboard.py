@@ -12,7 +12,8 @@ import json
 import re
 from typing import Any
 
-UID = "mlops-model-service"
+UID_PREFIX = "mlops-"
+GRAFANA_UID_MAX = 40  # Grafana refuses longer dashboard uids
 SEL = 'namespace="$namespace", app="$app"'
 RES = 'namespace="$namespace", container="model-server"'
 
@@ -147,10 +148,10 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[Target]]]]] = [
                 [(_mean("inference_prediction_confidence"), "mean top-class probability")],
             ),
             (
-                "Input mean intensity (15m)",
+                "Input scaled mean (15m)",
                 "percentunit",
                 "timeseries",
-                [(_mean("inference_input_mean_intensity"), "mean pixel / pixel_max")],
+                [(_mean("inference_input_scaled_mean"), "mean of inputs scaled by their ranges")],
             ),
         ],
     ),
@@ -285,7 +286,18 @@ def _panel(
     return panel
 
 
-def dashboard() -> dict[str, Any]:
+def dashboard_uid(app: str) -> str:
+    """One uid per app: Grafana keys dashboards by uid, so two apps sharing one would overwrite
+    each other wherever one Grafana loads both."""
+    uid = f"{UID_PREFIX}{app}"
+    if len(uid) > GRAFANA_UID_MAX:
+        raise ValueError(
+            f"app name {app!r} makes a dashboard uid over {GRAFANA_UID_MAX} characters"
+        )
+    return uid
+
+
+def dashboard(app: str) -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     y, panel_id = 0, 1
     for row_title, row_panels in ROWS:
@@ -327,9 +339,11 @@ def dashboard() -> dict[str, Any]:
         }
         for name, query in VARIABLES
     ]
+    # the app variable opens on this dashboard's own app
+    templating[-1]["current"] = {"text": app, "value": app}
     return {
-        "uid": UID,
-        "title": "Model service: serving, canary, drift, retraining",
+        "uid": dashboard_uid(app),
+        "title": f"{app}: serving, canary, drift, retraining",
         "tags": ["mlops", "model-service"],
         "timezone": "utc",
         "schemaVersion": 39,
@@ -359,5 +373,5 @@ def variable_metrics(document: dict[str, Any]) -> set[str]:
     return names
 
 
-def dashboard_json() -> str:
-    return json.dumps(dashboard(), indent=1, sort_keys=True) + "\n"
+def dashboard_json(app: str) -> str:
+    return json.dumps(dashboard(app), indent=1, sort_keys=True) + "\n"

@@ -44,8 +44,9 @@ class Reference:
     edges: tuple[npt.NDArray[np.float64], ...]
     bin_shares: tuple[npt.NDArray[np.float64], ...]
     class_shares: npt.NDArray[np.float64] | None
-    value_range: tuple[float, float]
-    std_floor: float
+    low: npt.NDArray[np.float32]  # per feature: the declared range of valid inputs
+    high: npt.NDArray[np.float32]
+    std_floor: npt.NDArray[np.float64]
 
     @property
     def features(self) -> int:
@@ -57,10 +58,11 @@ def build_reference(
     labels: npt.ArrayLike | None,
     params: DriftParams,
     num_classes: int,
-    value_range: tuple[float, float],
+    value_range: tuple[npt.ArrayLike, npt.ArrayLike],
     seed: int = 0,
 ) -> Reference:
-    """Summarise the training inputs (and labels) once; ``value_range`` is the valid pixel range."""
+    """Summarise the training inputs (and labels) once; ``value_range`` is (low, high) of valid
+    inputs, per feature (the input schema's bounds) or one pair for every feature."""
     data = np.asarray(rows, dtype=np.float32)
     if data.ndim != 2 or data.shape[0] < 2:
         raise ValueError(f"reference must be a [rows, features] array with >= 2 rows: {data.shape}")
@@ -80,17 +82,19 @@ def build_reference(
     if labels is not None:
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
         class_shares = counts / counts.sum()
-    low, high = value_range
+    low = np.broadcast_to(np.asarray(value_range[0], dtype=np.float32), data.shape[1:]).copy()
+    high = np.broadcast_to(np.asarray(value_range[1], dtype=np.float32), data.shape[1:]).copy()
     return Reference(
         rows=data,
         std=data.std(axis=0).astype(np.float64),
         edges=edges,
         bin_shares=bin_shares,
         class_shares=class_shares,
-        value_range=(float(low), float(high)),
+        low=low,
+        high=high,
         # a feature constant in training (a corner pixel always 0) has std 0: any movement
-        # there is drift, but the score must stay finite, so divide by a sliver of the range
-        std_floor=1e-3 * (float(high) - float(low)),
+        # there is drift, but the score must stay finite, so divide by a sliver of its range
+        std_floor=1e-3 * (high.astype(np.float64) - low.astype(np.float64)),
     )
 
 
@@ -182,8 +186,8 @@ def detect(
     finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(live).all(axis=1))
     non_finite = int((~finite).sum())
     live = live[finite]  # a NaN row is a data-quality finding, not a drift score
-    low, high = reference.value_range
-    out_of_range = float(((live < low) | (live > high)).any(axis=1).mean()) if len(live) else 0.0
+    outside = (live < reference.low) | (live > reference.high)
+    out_of_range = float(outside.any(axis=1).mean()) if len(live) else 0.0
     features = tuple(_score_feature(reference, live, j, params) for j in range(reference.features))
     scores = np.array([_statistic(f, params) for f in features])
     drifted_share = float((scores > params.threshold).mean()) if len(live) else 0.0
@@ -216,7 +220,9 @@ def _score_feature(reference: Reference, live: Floats, j: int, params: DriftPara
         return FeatureScore(j, 0.0, 0.0, False)
     distance = float(wasserstein_distance(reference.rows[:, j], live[:, j]))
     normed = (
-        0.0 if distance == 0.0 else distance / max(float(reference.std[j]), reference.std_floor)
+        0.0
+        if distance == 0.0
+        else distance / max(float(reference.std[j]), float(reference.std_floor[j]))
     )
     shares = _bin_shares(live[:, j], reference.edges[j])
     psi = _psi(reference.bin_shares[j], shares)

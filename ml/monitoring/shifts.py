@@ -1,12 +1,13 @@
-"""Synthetic input shifts of square images (the digits are 8x8): what `make drift` and the
-detector's tests feed it, each one a plausible production failure.
+"""Synthetic input shifts: what `make drift` and the detector's tests feed it, each one a plausible
+production failure. Values are shifted within each feature's declared range [low, high] (the
+model's input schema), so they apply to images and tabular features alike.
 
-| shift | what it simulates | documented magnitude (detected >= 95%) |
+| shift | what it simulates | documented magnitude (detected >= 95% on the digits) |
 | --- | --- | --- |
-| `darker` | under-exposed camera, lower gain | pixels x 0.9 |
-| `brighter` | over-exposed camera | pixels x 1.3 (clipped at pixel_max) |
-| `noise` | sensor noise, lossy compression | Gaussian, sd 0.05 x pixel_max |
-| `translate` | cropping/centering changed upstream | one pixel to the right |
+| `darker` | lower gain: an under-exposed camera, a sensor low | (x - low) x 0.9 |
+| `brighter` | higher gain: over-exposure, a unit change | (x - low) x 1.3, clipped at high |
+| `noise` | sensor noise, lossy compression | Gaussian, sd 0.05 x (high - low) |
+| `translate` | cropping/centering changed upstream (images only) | one pixel to the right |
 | `classes` | a different user population | only 3 of the classes arrive |
 
 `none` is the identity: a fresh sample of the training distribution.
@@ -39,35 +40,51 @@ def apply_shift(
     labels: npt.ArrayLike,
     shift: str,
     rng: np.random.Generator,
-    pixel_max: float,
+    bounds: float | tuple[npt.ArrayLike, npt.ArrayLike],
     magnitude: float | None = None,
+    image_shape: tuple[int, int] | None = None,
 ) -> tuple[Floats, Labels]:
-    """Return shifted copies of (rows, labels); pixels stay within [0, pixel_max]."""
+    """Return shifted copies of (rows, labels), kept within `bounds`: (low, high), per feature
+    or for all, or a single number meaning (0, that number). `translate` needs an image: its
+    `image_shape` (height, width), else a square image is assumed."""
     if shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}; expected one of {', '.join(SHIFTS)}")
     x = np.asarray(rows, dtype=np.float32).copy()
     y = np.asarray(labels, dtype=np.int64).copy()
+    low, high = (0.0, bounds) if isinstance(bounds, (int, float)) else bounds
+    lo = np.broadcast_to(np.asarray(low, dtype=np.float32), x.shape[1:])
+    hi = np.broadcast_to(np.asarray(high, dtype=np.float32), x.shape[1:])
     amount = DEFAULT_MAGNITUDE[shift] if magnitude is None else float(magnitude)
     transforms: dict[str, Callable[[], tuple[Floats, Labels]]] = {
         "none": lambda: (x, y),
-        "darker": lambda: (x * amount, y),
-        "brighter": lambda: (x * amount, y),
-        "noise": lambda: (x + rng.normal(0.0, amount * pixel_max, x.shape).astype(np.float32), y),
-        "translate": lambda: (_translate(x, int(amount)), y),
+        "darker": lambda: (lo + (x - lo) * amount, y),
+        "brighter": lambda: (lo + (x - lo) * amount, y),
+        "noise": lambda: (
+            x + rng.normal(0.0, 1.0, x.shape).astype(np.float32) * amount * (hi - lo),
+            y,
+        ),
+        "translate": lambda: (_translate(x, int(amount), image_shape), y),
         "classes": lambda: _only_classes(x, y, int(amount), rng),
     }
     shifted, kept = transforms[shift]()
-    return np.clip(shifted, 0.0, pixel_max).astype(np.float32), kept
+    return np.clip(shifted, lo, hi).astype(np.float32), kept
 
 
-def _translate(x: Floats, pixels: int) -> Floats:
-    side = math.isqrt(x.shape[1])
-    if side * side != x.shape[1]:
-        raise ValueError(f"translate needs square images; {x.shape[1]} features is not a square")
-    images = x.reshape(-1, side, side)
+def _translate(x: Floats, pixels: int, image_shape: tuple[int, int] | None) -> Floats:
+    if image_shape is None:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise ValueError(
+                f"translate needs images; {x.shape[1]} features is not a square (tabular input?)"
+            )
+        image_shape = (side, side)
+    height, width = image_shape
+    if height * width != x.shape[1]:
+        raise ValueError(f"translate: {x.shape[1]} features is not a {height}x{width} image")
+    images = x.reshape(-1, height, width)
     out = np.zeros_like(images)
     if pixels >= 0:
-        out[:, :, pixels:] = images[:, :, : side - pixels]
+        out[:, :, pixels:] = images[:, :, : width - pixels]
     else:
         out[:, :, :pixels] = images[:, :, -pixels:]
     return out.reshape(x.shape)

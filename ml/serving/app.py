@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
+from pathlib import Path
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -30,6 +32,7 @@ from ml.serving.batching import Deferred, MicroBatcher
 from ml.serving.codec import (
     ClientError,
     InferRequest,
+    TensorLimits,
     decode_infer,
     decode_predict,
     encode_infer,
@@ -51,16 +54,20 @@ Loader = Callable[[str, str | None], LoadedModel]
 Headers = Sequence[tuple[bytes, bytes]]
 
 log = logging.getLogger("ml.serving")
+T = TypeVar("T")
 
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 _SERVER_NAME = "ml-serving"
+_EXTENSIONS = ["binary_tensor_data"]
 
 
 class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: bytes = JSON
+    headers: bytes = b""  # further header lines, each ending in CRLF (lower-case names)
 
 
 Pending = Coroutine[Any, Any, Reply]
@@ -118,6 +125,9 @@ class ModelService:
         self._reload_lock = asyncio.Lock()
         self._max_body = config.max_body_bytes
         self._max_batch = config.max_batch
+        self._tensor_limits = TensorLimits(
+            config.max_batch, config.max_tensor_elements, config.max_tensor_dims
+        )
         self._batcher: MicroBatcher[_Job, _Computed] = MicroBatcher(
             self._compute, self._deliver, config.batch_merge_rows, workers=config.inference_threads
         )
@@ -132,6 +142,12 @@ class ModelService:
         }
 
     def _load(self, uri: str, registration: str | None) -> LoadedModel:
+        """A reload's model: files only from under the model directory (``reload_dir``)."""
+        directory = self.config.reload_dir
+        if not uri.startswith("models:/"):
+            uri = str(confined_path(directory, uri, "model_uri"))
+        if registration is not None:
+            registration = str(confined_path(directory, registration, "registration"))
         return load_model(
             uri,
             registration,
@@ -187,6 +203,10 @@ class ModelService:
             ]
             if reply.status == 401:
                 headers.append((b"www-authenticate", b"Bearer"))
+            for line in reply.headers.split(b"\r\n"):
+                if line:
+                    name, _, value = line.partition(b": ")
+                    headers.append((name, value))
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             await send({"type": "http.response.body", "body": reply.body})
         elif kind == "lifespan":
@@ -247,16 +267,12 @@ class ModelService:
                 self._check_target(model, target)
             if body_error is not None:
                 raise body_error
-            for key, _ in headers:
-                if key == b"inference-header-content-length":
-                    raise ClientError(
-                        415, "the binary tensor extension is not supported; send JSON tensors"
-                    )
+            header_length = _body_headers(headers, binary_allowed=target is not None)
             request: InferRequest | None = None
             if endpoint == "predict":
                 rows = decode_predict(body, model, self._max_batch)
             else:
-                request = decode_infer(body, model, self._max_batch)
+                request = decode_infer(body, model, self._tensor_limits, header_length)
                 rows = request.rows
             served = rows
             if self.faults.active:
@@ -313,11 +329,20 @@ class ModelService:
             try:
                 if job.request is None:
                     payload = encode_predict(model, probabilities[offset:end], labels[offset:end])
+                    reply = Reply(200, payload)
                 else:
-                    payload = encode_infer(
+                    payload, json_length = encode_infer(
                         model, job.request, probabilities[offset:end], labels[offset:end]
                     )
-                reply = Reply(200, payload)
+                    if json_length is None:
+                        reply = Reply(200, payload)
+                    else:  # Triton's binary tensor extension: JSON, then the raw tensors
+                        reply = Reply(
+                            200,
+                            payload,
+                            OCTET_STREAM,
+                            b"inference-header-content-length: %d\r\n" % json_length,
+                        )
             except Exception:
                 log.exception("encoding the answer failed", extra={"endpoint": job.endpoint})
                 reply = _INTERNAL_ERROR
@@ -353,17 +378,16 @@ class ModelService:
     ) -> None:
         if self.sampler is not None:  # the inputs as received, before any injected degradation
             self.sampler.offer(rows, labels, started)
-        scale = model.features * model.pixel_max
         if labels.shape[0] == 1:  # scalar path: numpy reductions cost microseconds each
             label = int(labels[0])
             self.metrics.record_prediction(
-                label, probabilities.item(0, label), float(rows.sum()) / scale
+                label, probabilities.item(0, label), model.input_summary_of_one(rows)
             )
         else:
             # confidence = the probability of the predicted label; indexing is ~5x cheaper than
             # probabilities.max(axis=1), numpy's reduction along a short axis
             confidence = probabilities[np.arange(labels.shape[0]), labels]
-            self.metrics.record_batch(labels, confidence, rows.sum(axis=1) / scale)
+            self.metrics.record_batch(labels, confidence, model.input_summary(rows))
 
     def _check_target(self, model: LoadedModel, target: str) -> None:
         name, _, version = target.partition("/versions/")
@@ -390,7 +414,7 @@ class ModelService:
         return Reply(200, orjson.dumps(model_metadata(model)))
 
     def _server_metadata(self) -> Reply:
-        document = {"name": _SERVER_NAME, "version": _version(), "extensions": []}
+        document = {"name": _SERVER_NAME, "version": _version(), "extensions": _EXTENSIONS}
         return Reply(200, orjson.dumps(document))
 
     # -- hot reload --------------------------------------------------------------------------
@@ -418,7 +442,15 @@ class ModelService:
         async with self._reload_lock:
             previous = self.model
             try:
-                candidate = await asyncio.to_thread(self._loader, uri, registration)
+                try:
+                    candidate = await asyncio.wait_for(
+                        _in_daemon_thread(self._loader, uri, registration),
+                        self.config.reload_timeout_s,
+                    )
+                except asyncio.TimeoutError:  # the thread is abandoned; it holds nothing
+                    raise ModelError(
+                        f"not loaded within RELOAD_TIMEOUT_S={self.config.reload_timeout_s:g}"
+                    ) from None
                 _check_compatible(previous, candidate)
             except Exception as exc:
                 self.metrics.record_reload(success=False)
@@ -476,12 +508,71 @@ class ModelService:
         return Reply(200, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def _check_bearer(headers: Headers, token: str) -> None:
-    supplied = b""
+def _body_headers(headers: Headers, binary_allowed: bool) -> int | None:
+    """The headers that change how a body is read: -> the binary extension's JSON length."""
+    header_length: int | None = None
     for key, value in headers:
-        if key == b"authorization":
-            supplied = value
-    scheme, _, credential = supplied.partition(b" ")
+        if key == b"inference-header-content-length":
+            if not binary_allowed:
+                raise ClientError(400, "binary tensors are accepted by v2 infer only")
+            if not value.isdigit() or len(value) > 12:
+                raise ClientError(400, "Inference-Header-Content-Length must be a byte count")
+            header_length = int(value)
+        elif key == b"content-encoding" and value.lower() != b"identity":
+            raise ClientError(
+                415,
+                f"Content-Encoding {value.decode('latin-1')!r} is not supported; send the "
+                "body uncompressed",
+            )
+    return header_length
+
+
+def confined_path(directory: str | None, requested: str, field: str) -> Path:
+    """``requested`` (relative to ``directory``, or absolute) resolved, symlinks included, and
+    refused unless it lies under ``directory``. The refusal reads the same whether or not the
+    path exists, so the reload endpoint cannot be used to probe the file system."""
+    if directory is None:
+        raise ModelError(f"{field}: reloading from files is off: set MODEL_DIR")
+    base = Path(directory).resolve()
+    candidate = (base / requested).resolve()
+    if not candidate.is_relative_to(base) or candidate == base:
+        raise ModelError(f"{field} must name a file under the model directory (MODEL_DIR)")
+    return candidate
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` in a daemon thread: unlike the default executor, a call stuck in the
+    kernel (a hung network file system) can be abandoned and does not hold the shutdown."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # abandoned after its timeout
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    threading.Thread(target=work, name="reload", daemon=True).start()
+    return await future
+
+
+def _check_bearer(headers: Headers, token: str) -> None:
+    found = [value for key, value in headers if key == b"authorization"]
+    if len(found) > 1:  # which one a proxy in front checked cannot be known
+        raise ClientError(400, "more than one Authorization header")
+    scheme, _, credential = (found[0] if found else b"").partition(b" ")
     if scheme.lower() != b"bearer" or not hmac.compare_digest(credential, token.encode()):
         raise ClientError(401, "missing or wrong bearer token")
 

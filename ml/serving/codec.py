@@ -8,7 +8,9 @@ dtype or shape the checks below reject.
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,15 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # below this size orjson + numpy is as fast as simdjson's proxies (1 row: 2.5 us vs 5.5 us)
 _SIMDJSON_MIN_BYTES = 4096
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True)
+class TensorLimits:
+    """What one request may ask of the decoder (``MAX_BATCH``, ``MAX_TENSOR_*``)."""
+
+    max_batch: int = 256
+    max_elements: int = 1 << 20
+    max_dims: int = 8
 
 
 class ClientError(Exception):
@@ -190,21 +201,48 @@ def encode_predict(model: LoadedModel, probabilities: Floats, labels: Labels) ->
 
 
 class InferRequest:
-    """A decoded v2 inference request."""
+    """A decoded v2 inference request; ``binary``: outputs to send as raw tensors."""
 
-    __slots__ = ("rows", "request_id", "outputs")
+    __slots__ = ("rows", "request_id", "outputs", "binary")
 
-    def __init__(self, rows: Floats, request_id: str | None, outputs: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        rows: Floats,
+        request_id: str | None,
+        outputs: tuple[str, ...],
+        binary: frozenset[str] = frozenset(),
+    ) -> None:
         self.rows = rows
         self.request_id = request_id
         self.outputs = outputs
+        self.binary = binary
 
 
-def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferRequest:
-    """An Open Inference Protocol request with one FP32 tensor named ``input``."""
+def decode_infer(
+    body: bytes, model: LoadedModel, limits: TensorLimits, header_length: int | None = None
+) -> InferRequest:
+    """An Open Inference Protocol request with one FP32 tensor named ``input``.
+
+    ``header_length`` (the ``Inference-Header-Content-Length`` header) turns on Triton's binary
+    tensor extension: the body is that many bytes of JSON, then the raw little-endian tensors of
+    the inputs that declare a ``binary_data_size`` parameter, in their order.
+    """
+    binary = b""
+    if header_length is not None:
+        if header_length > len(body):
+            raise ClientError(
+                400,
+                f"Inference-Header-Content-Length={header_length} exceeds the body's "
+                f"{len(body)} bytes",
+            )
+        body, binary = body[:header_length], body[header_length:]
     document = _infer_document_simdjson(body) if len(body) >= _SIMDJSON_MIN_BYTES else None
     if document is None:
         document = load_json(body)
+        if header_length is None:
+            fast = _infer_request_fast(document, body, model, limits)
+            if fast is not None:
+                return fast
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise ClientError(
@@ -218,14 +256,23 @@ def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferReques
     if tensor.get("datatype") != "FP32":
         raise ClientError(400, f"input datatype is {tensor.get('datatype')!r}; expected 'FP32'")
     shape = tensor.get("shape")
+    if isinstance(shape, list) and len(shape) > limits.max_dims:  # before touching each one
+        raise ClientError(
+            400, f"input 'shape' has {len(shape)} dimensions; MAX_TENSOR_DIMS={limits.max_dims}"
+        )
     if (
         not isinstance(shape, list)
         or not shape
         or not all(type(d) is int and d >= 0 for d in shape)  # noqa: E721 - bool is not a dim
     ):
         raise ClientError(400, "input 'shape' must be a non-empty list of non-negative integers")
+    expected = _elements(shape, limits.max_elements)
+    parameters = tensor.get("parameters")
+    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     data = tensor.get("data")
-    if isinstance(data, np.ndarray):  # already numbers, flat (_infer_document_simdjson)
+    if binary_size is not None or binary:
+        array = _binary_tensor(tensor, binary_size, binary, header_length, expected)
+    elif isinstance(data, np.ndarray):  # already numbers, flat (_infer_document_simdjson)
         array = data
     else:
         if not isinstance(data, list) or not data:
@@ -238,18 +285,111 @@ def decode_infer(body: bytes, model: LoadedModel, max_batch: int) -> InferReques
             raise ClientError(
                 400, "input 'data' must be a flat or rectangular array of numbers"
             ) from None
-    expected = math.prod(shape)
     if array.size != expected:
         raise ClientError(
             400, f"input 'data' holds {array.size} values but shape {shape} needs {expected}"
         )
     if array.dtype.kind in _NUMERIC_KINDS:
         array = array.reshape(shape)
-    rows = _as_rows(array, "data", model, max_batch)
+    rows = _as_rows(array, "data", model, limits.max_batch)
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError(400, "'id' must be a string")
-    return InferRequest(rows, request_id, _requested_outputs(document.get("outputs")))
+    outputs, binary_outputs = _requested_outputs(
+        document.get("outputs"), document.get("parameters")
+    )
+    return InferRequest(rows, request_id, outputs, binary_outputs)
+
+
+def _infer_request_fast(
+    document: dict[str, Any], body: bytes, model: LoadedModel, limits: TensorLimits
+) -> InferRequest | None:
+    """The common small request in two numpy calls: one ``input`` FP32 tensor of shape [N, F]
+    with flat numeric ``data`` and no JSON literal numpy would turn into a number. Anything else
+    (and every mistake) returns None and takes the checked path, which words the error."""
+    inputs = document.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1:
+        return None
+    tensor = inputs[0]
+    if type(tensor) is not dict or "parameters" in tensor:
+        return None
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if (
+        tensor.get("name") != INPUT_NAME
+        or tensor.get("datatype") != "FP32"
+        or type(shape) is not list
+        or len(shape) != 2
+        or type(data) is not list
+    ):
+        return None
+    count, width = shape
+    if (
+        type(count) is not int
+        or width != model.features
+        or type(width) is not int
+        or not 0 < count <= limits.max_batch
+        or len(data) != count * width
+        or b"true" in body
+        or b"false" in body
+        or b"null" in body
+    ):
+        return None
+    try:
+        values = np.array(data)  # its own dtype: a float32 request would turn "1" into 1.0
+    except (ValueError, TypeError):
+        return None
+    if values.dtype.kind not in _NUMERIC_KINDS or values.ndim != 1:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        flat = values.astype(np.float32)
+    if not np.isfinite(flat).all():
+        return None
+    request_id = document.get("id")
+    if request_id is not None and type(request_id) is not str:
+        return None
+    outputs, binary = _requested_outputs(document.get("outputs"), document.get("parameters"))
+    return InferRequest(flat.reshape(count, width), request_id, outputs, binary)
+
+
+def _elements(shape: list[int], limit: int) -> int:
+    """The product of the dimensions, refused as soon as it passes ``limit``."""
+    product = 1
+    for dimension in shape:
+        product *= dimension
+        if product > limit:
+            raise ClientError(
+                413, f"input 'shape' {shape[:8]} declares more than MAX_TENSOR_ELEMENTS={limit}"
+            )
+    return product
+
+
+def _binary_tensor(
+    tensor: dict[str, Any],
+    size: object,
+    binary: bytes,
+    header_length: int | None,
+    elements: int,
+) -> npt.NDArray[Any]:
+    """The input's raw FP32 data from the binary part of the body (Triton's extension)."""
+    if header_length is None:
+        raise ClientError(
+            400, "'binary_data_size' needs the Inference-Header-Content-Length header"
+        )
+    if size is None:
+        raise ClientError(
+            400, f"the body carries {len(binary)} bytes after its JSON that no input declares"
+        )
+    if "data" in tensor:
+        raise ClientError(400, "input has both 'data' and 'binary_data_size'; send one")
+    if type(size) is not int or size != elements * 4:  # noqa: E721 - bool is not a size
+        raise ClientError(
+            400, f"'binary_data_size' is {size!r}; {elements} FP32 values take {elements * 4} bytes"
+        )
+    if len(binary) != size:
+        raise ClientError(
+            400, f"the binary part holds {len(binary)} bytes; the input declares {size}"
+        )
+    return np.frombuffer(binary, dtype="<f4")
 
 
 def _infer_document_simdjson(body: bytes) -> dict[str, Any] | None:
@@ -294,9 +434,14 @@ def _python(value: Any) -> Any:
     return value
 
 
-def _requested_outputs(requested: object) -> tuple[str, ...]:
+def _requested_outputs(
+    requested: object, parameters: object
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """-> (output names, the ones to send binary). ``binary_data_output`` in the request's
+    parameters makes binary the default; an output's own ``binary_data`` overrides it."""
+    binary_default = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
     if requested is None:
-        return OUTPUT_NAMES
+        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES if binary_default else ())
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
@@ -305,28 +450,75 @@ def _requested_outputs(requested: object) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(OUTPUT_NAMES))
     if unknown:
         raise ClientError(400, f"unknown outputs {unknown}; the model has {list(OUTPUT_NAMES)}")
-    return names or OUTPUT_NAMES
+    binary = set()
+    for output in requested:
+        options = output.get("parameters") or {}
+        if not isinstance(options, dict):
+            raise ClientError(400, "an output's 'parameters' must be an object")
+        if options.get("classification"):
+            raise ClientError(400, "the classification extension is not supported")
+        wanted = options.get("binary_data", binary_default)
+        if not isinstance(wanted, bool):
+            raise ClientError(400, "an output's 'binary_data' must be true or false")
+        if wanted:
+            binary.add(output["name"])
+    if not names:
+        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES if binary_default else ())
+    return names, frozenset(binary)
 
 
 def encode_infer(
     model: LoadedModel, request: InferRequest, probabilities: Floats, labels: Labels
-) -> bytes:
-    tensors = {
-        "probabilities": {
-            "name": "probabilities",
-            "datatype": "FP32",
-            "shape": list(probabilities.shape),
-            "data": probabilities.reshape(-1),
-        },
-        "label": {
-            "name": "label",
-            "datatype": "INT64",
-            "shape": [labels.shape[0]],
-            "data": labels,
-        },
-    }
+) -> tuple[bytes, int | None]:
+    """-> (body, length of its JSON part when binary tensors follow it, else None)."""
+    if request.outputs == OUTPUT_NAMES and not request.binary and request.request_id is None:
+        return _encode_infer_default(model, probabilities, labels), None
+    arrays: dict[str, npt.NDArray[Any]] = {"probabilities": probabilities, "label": labels}
+    datatypes = {"probabilities": "FP32", "label": "INT64"}
     response: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if request.request_id is not None:
         response["id"] = request.request_id
-    response["outputs"] = [tensors[name] for name in request.outputs]
-    return orjson.dumps(response, option=_DUMPS_OPTIONS)
+    outputs = []
+    raw = []
+    for name in request.outputs:
+        array = arrays[name]
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": datatypes[name],
+            "shape": list(array.shape),
+        }
+        if name in request.binary:
+            data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            raw.append(data)
+        else:
+            tensor["data"] = array.reshape(-1)
+        outputs.append(tensor)
+    response["outputs"] = outputs
+    header = orjson.dumps(response, option=_DUMPS_OPTIONS)
+    if not raw:
+        return header, None
+    return b"".join((header, *raw)), len(header)
+
+
+def _encode_infer_default(model: LoadedModel, probabilities: Floats, labels: Labels) -> bytes:
+    """The answer to a request with no id and the default outputs, written without building the
+    nested dicts (the byte-for-byte same JSON as the general path; a test compares them)."""
+    rows, classes = probabilities.shape
+    return b"".join(
+        (
+            _infer_prefix(model.name, model.version),
+            b"%d,%d" % (rows, classes),
+            b'],"data":',
+            orjson.dumps(probabilities.reshape(-1), option=_DUMPS_OPTIONS),
+            b'},{"name":"label","datatype":"INT64","shape":[%d],"data":' % rows,
+            orjson.dumps(labels, option=_DUMPS_OPTIONS),
+            b"}]}",
+        )
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _infer_prefix(name: str, version: str) -> bytes:
+    head = orjson.dumps({"model_name": name, "model_version": version})[:-1]
+    return head + b',"outputs":[{"name":"probabilities","datatype":"FP32","shape":['

@@ -6,6 +6,7 @@ are refused outright when ``DEPLOY_ENV=production``: a rehearsal knob must never
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,7 +15,7 @@ DEFAULT_MODEL_NAME = "digits-classifier"
 DEGRADE_MODES = ("shuffle", "constant")
 DEPLOY_ENVS = ("dev", "staging", "production")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-HTTP_SERVERS = ("builtin", "uvicorn")
+HTTP_SERVERS = ("builtin", "uvicorn", "granian")
 
 
 class ConfigError(ValueError):
@@ -60,8 +61,23 @@ class ServingConfig:
     log_level: str = "info"
     deploy_env: str = "dev"
     graceful_timeout_s: float = 20.0
-    http_server: str = "builtin"  # builtin (ml/serving/http.py) | uvicorn
-    keep_alive_s: float = 75.0
+    http_server: str = "builtin"  # builtin (ml/serving/http.py) | uvicorn | granian
+    # -- limits against hostile clients (each one's threat: ml/serving/README.md, "Limits") -------
+    keep_alive_s: float = 75.0  # idle time allowed between requests on a connection
+    header_timeout_s: float = 5.0  # from a request's first byte (or the connect) to its last header
+    body_timeout_s: float = 10.0  # grace before the body must keep up with body_min_rate
+    body_min_rate: int = 65536  # bytes per second a body must average after that grace
+    send_timeout_s: float = 10.0  # how long a client may leave its answers unread
+    max_header_bytes: int = 16384  # request line and headers (and trailers) together
+    max_headers: int = 100
+    max_url_bytes: int = 8192
+    max_connections: int = 1024  # beyond: one request answered (503 unless a health check), close
+    max_buffered_bytes: int = 32 << 20  # request bodies held at once over all connections
+    max_tensor_elements: int = 1 << 20  # elements a v2 tensor's shape may declare
+    max_tensor_dims: int = 8  # dimensions a v2 tensor's shape may have
+    # reload: files only under this directory (default: the directory of a file MODEL_URI)
+    model_dir: str | None = None
+    reload_timeout_s: float = 60.0
     faults: FaultConfig = field(default_factory=FaultConfig)
     # input sample for the drift monitor (ml/serving/sampling.py); size 0 turns sampling off
     input_sample_size: int = 1024
@@ -123,7 +139,58 @@ class ServingConfig:
                 env, "GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s, low=0.0, high=3600.0
             ),
             http_server=_choice(env, "HTTP_SERVER", cls.http_server, HTTP_SERVERS),
-            keep_alive_s=_number(env, "KEEP_ALIVE_S", cls.keep_alive_s, low=1.0, high=3600.0),
+            keep_alive_s=_number(env, "KEEP_ALIVE_S", cls.keep_alive_s, low=0.1, high=3600.0),
+            header_timeout_s=_number(
+                env, "HEADER_TIMEOUT_S", cls.header_timeout_s, low=0.1, high=10.0
+            ),
+            body_timeout_s=_number(env, "BODY_TIMEOUT_S", cls.body_timeout_s, low=0.1, high=600.0),
+            body_min_rate=int(
+                _number(env, "BODY_MIN_RATE", cls.body_min_rate, low=1, high=1 << 30, integer=True)
+            ),
+            send_timeout_s=_number(env, "SEND_TIMEOUT_S", cls.send_timeout_s, low=0.1, high=600.0),
+            max_header_bytes=int(
+                _number(
+                    env,
+                    "MAX_HEADER_BYTES",
+                    cls.max_header_bytes,
+                    low=1024,
+                    high=1 << 20,
+                    integer=True,
+                )
+            ),
+            max_headers=int(
+                _number(env, "MAX_HEADERS", cls.max_headers, low=8, high=1000, integer=True)
+            ),
+            max_url_bytes=int(
+                _number(
+                    env, "MAX_URL_BYTES", cls.max_url_bytes, low=256, high=1 << 20, integer=True
+                )
+            ),
+            max_connections=int(
+                _number(
+                    env, "MAX_CONNECTIONS", cls.max_connections, low=1, high=1 << 20, integer=True
+                )
+            ),
+            max_buffered_bytes=int(
+                _number(env, "MAX_BUFFERED_BYTES", cls.max_buffered_bytes, low=1024, integer=True)
+            ),
+            max_tensor_elements=int(
+                _number(
+                    env,
+                    "MAX_TENSOR_ELEMENTS",
+                    cls.max_tensor_elements,
+                    low=1,
+                    high=1 << 31,
+                    integer=True,
+                )
+            ),
+            max_tensor_dims=int(
+                _number(env, "MAX_TENSOR_DIMS", cls.max_tensor_dims, low=1, high=32, integer=True)
+            ),
+            model_dir=env.get("MODEL_DIR", "").strip() or None,
+            reload_timeout_s=_number(
+                env, "RELOAD_TIMEOUT_S", cls.reload_timeout_s, low=1.0, high=3600.0
+            ),
             faults=faults,
             input_sample_size=int(
                 _number(
@@ -150,6 +217,20 @@ class ServingConfig:
             raise ConfigError("ADMIN_TOKEN must be at least 16 characters (or unset to disable)")
         if self.sample_token is not None and len(self.sample_token) < 16:
             raise ConfigError("SAMPLE_TOKEN must be at least 16 characters (or unset to disable)")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ConfigError(
+                f"MAX_BUFFERED_BYTES={self.max_buffered_bytes} is below MAX_BODY_BYTES="
+                f"{self.max_body_bytes}: one largest request could never be received"
+            )
+
+    @property
+    def reload_dir(self) -> str | None:
+        """Where reloads may read model files: MODEL_DIR, else the directory of a file MODEL_URI."""
+        if self.model_dir is not None:
+            return self.model_dir
+        if self.model_uri.startswith("models:/"):
+            return None
+        return os.path.dirname(os.path.abspath(self.model_uri))
 
 
 def _number(

@@ -5,8 +5,8 @@ request each time it crosses 1), so any window of requests sees the configured r
 rehearsal's verdict cannot flip because a random number generator had a lucky streak.
 Degradation acts on the input, like a broken preprocessing step would:
 - ``shuffle`` permutes every row's pixels with one fixed derangement: predictions turn mostly
-  wrong, confidence drops and the predicted-class mix skews, while the input's mean intensity
-  (the drift metric) is unchanged, so only model-quality analyses can catch it;
+  wrong, confidence drops and the predicted-class mix skews, while the input's scaled mean
+  (the drift metric) of an image is unchanged, so only model-quality analyses can catch it;
 - ``constant`` replaces every row by a blank image: one constant prediction for everything.
 """
 

@@ -6,16 +6,21 @@ task per request, message dicts, header normalisation) costs ~23 us per request;
 parser answers 180k. Here the parser's completion callback calls ``ModelService.dispatch``
 directly: no task, no ASGI messages. Inference answers arrive at the end of the loop turn (one
 merged onnxruntime call, ``batching.py``) through a callback; a reload or injected latency runs as
-a task. Later pipelined requests on a connection wait behind a late answer, so answers stay in
-order.
+a task.
 
-Implemented: keep-alive with an idle timeout, pipelining, Content-Length and chunked request
-bodies, ``Expect: 100-continue``, HEAD, ``Connection: close``, HTTP/1.0, limits on body size
-(413), header count and URL length (431/414), write back-pressure (a client that does not read
-its answers stops being read), and graceful shutdown (stop accepting, finish requests in flight,
-close idle connections, then exit). Not implemented, on purpose: TLS, HTTP/2, upgrades (the pod
-sits behind a Service or mesh that terminates those). ``HTTP_SERVER=uvicorn`` serves the same
-application through uvicorn instead.
+Implemented: keep-alive, pipelining (answers strictly in request order, refusals and ``100
+Continue`` included), Content-Length and chunked bodies (trailers are read and dropped: they never
+reach the application), ``Expect: 100-continue``, HEAD, ``Connection: close``, HTTP/1.0 keep-alive,
+absolute-form request targets, and a graceful drain. Against hostile clients (every limit is
+configuration, ``ServingConfig``; ml/serving/README.md names the threat each answers): header
+bytes, count and URL length; a header timeout from a request's first byte, a body timeout with a
+minimum rate, an idle timeout, a send timeout for clients that do not read their answers; write
+back-pressure (a connection whose answers are not read is not read either); a cap on connections
+(beyond it one request is answered, health checks normally and everything else 503) and on request
+bytes held over all connections; refusals close by a lingering close, so a client still writing
+its body reads the refusal instead of a reset. Not implemented, on purpose: TLS, HTTP/2, upgrades
+(the pod sits behind a Service or mesh that terminates those). ``HTTP_SERVER=uvicorn`` or
+``granian`` serves the same application through a standard server instead.
 """
 
 from __future__ import annotations
@@ -30,25 +35,53 @@ from collections import deque
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import unquote
 
 import httptools
 
-from ml.serving.app import ModelService, Reply, error_reply
+from ml.serving.app import Answer, Headers, Reply, error_reply
 from ml.serving.batching import Deferred
-from ml.serving.codec import ClientError
+from ml.serving.config import ServingConfig
 
 log = logging.getLogger("ml.serving")
 
-MAX_HEADERS = 100
-MAX_URL_BYTES = 8192
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _STATUS_LINES = {int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+# Pipelined requests read ahead of their answers; beyond this many the connection stops being read
+_PIPELINE_DEPTH = 16
+# A lingering close (after a refusal or a Connection: close answer) reads and drops what the client
+# still sends, until it closes, falls silent this long, or _LINGER_MAX_S have passed
+_LINGER_IDLE_S = 1.0
+_LINGER_MAX_S = 5.0
+# On SIGTERM a connection idle this long is closed; one that sends a request first gets its answer
+# (with Connection: close): a client mid-way between two requests loses nothing
+_DRAIN_IDLE_S = 1.0
+# Connections over MAX_CONNECTIONS still get one answer (health checks pass, the rest get 503);
+# beyond this many more they are closed unanswered
+_OVERFLOW_SLOTS = 64
+_HEALTH_PATHS = frozenset(("/v2/health/live", "/v2/health/ready"))
+# Bytes of chunk framing allowed per chunk (size line and CRLFs) before it counts as header bytes
+_CHUNK_FRAMING = 32
+# How often timeouts are checked: a connection outlives its timeout by at most this much
+_SWEEP_S = 0.25
+
+
+class Service(Protocol):
+    """What the server needs of the application: ``ModelService`` (or, in the benchmark, a
+    constant answer measuring this layer's own ceiling)."""
+
+    config: ServingConfig
+
+    def dispatch(self, method: str, path: str, headers: Headers, body: bytes) -> Answer: ...
+
+    def log_startup(self) -> None: ...
+
+    def log_shutdown(self) -> None: ...
 
 
 class _Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive", "error")
+    __slots__ = ("method", "url", "headers", "body", "keep_alive", "http10", "refusal")
 
     def __init__(
         self,
@@ -57,140 +90,306 @@ class _Request:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         keep_alive: bool,
-        error: ClientError | None,
+        http10: bool,
+        refusal: Reply | None = None,
     ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
-        self.error = error
+        self.http10 = http10
+        self.refusal = refusal  # answered with this, then the connection closes
+
+
+def _refusal(status: int, message: str) -> _Request:
+    return _Request("GET", b"", [], b"", False, False, error_reply(status, message))
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: parse, dispatch, write answers in request order."""
+    """One client connection: parse, dispatch, write answers in request order.
+
+    A request's body bytes count against the server-wide ``max_buffered_bytes`` from the moment
+    they are read until its answer is written (or the connection is lost).
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.limits = server.config
         self.service = server.service
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self.overflow = False  # over MAX_CONNECTIONS: one answer, then close
+        # the limits read for every request, as plain attributes
+        self._max_header_bytes = self.limits.max_header_bytes
+        self._max_headers = self.limits.max_headers
+        self._header_timeout_s = self.limits.header_timeout_s
+        self._body_timeout_s = self.limits.body_timeout_s
+        self._keep_alive_s = self.limits.keep_alive_s
+        self._http10 = False
+        # the request being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0  # request line + headers (+ trailers) of this request
+        # bytes fed since this request began (not counting the read it began in) and its chunks:
+        # what is neither body nor chunk framing is headers or trailers, which the parser
+        # buffers itself while a field is unfinished
+        self._fed = 0
+        self._chunks = 0
+        self._headers_done = False
         self._body: list[bytes] = []
         self._size = 0
-        self._refused = False  # an early error answer was sent; ignore the rest, then close
-        self._in_message = False  # a request has started and is not answered yet
-        self._pending: Deferred[Reply] | asyncio.Task[Reply] | None = None  # a late answer
-        self._queue: deque[_Request] = deque()  # pipelined requests behind the pending answer
-        self.idle_since: float | None = None  # loop time the connection went idle; None: busy
+        self._body_started = 0.0
+        self._continue_owed = False
+        self._parsing = False  # a request has begun and is not complete
+        # answers
+        self._pending: Deferred[Reply] | asyncio.Task[Reply] | None = None
+        self._queue: deque[tuple[_Request, int]] = deque()  # with the body bytes each holds
+        self._head_size = 0  # body bytes of the request whose answer is pending
+        self._held = 0  # body bytes this connection holds against the server-wide budget
+        self._closing = False  # no more requests: close after the answers owed
+        self._lingering = False
+        self._linger_until = 0.0
+        self._linger_end = 0.0
+        # timers (loop time); None: nothing the client owes
+        self.deadline: float | None = None
+        self._expiry = ""  # which timeout ``deadline`` is
+        self._write_paused_at: float | None = None
         self._reading = True
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.server.connections.add(self)
-        self.idle_since = self.server.now()
+        server = self.server
+        if len(server.connections) >= server.config.max_connections:
+            if server.overflowing >= _OVERFLOW_SLOTS:
+                self.transport.abort()
+                return
+            self.overflow = True
+            server.overflowing += 1
+        server.connections.add(self)
+        # a fresh connection must send its first request's headers within the header timeout
+        self._expire_in(self.limits.header_timeout_s, "silent")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        server = self.server
+        if self in server.connections:
+            server.connections.discard(self)
+            if self.overflow:
+                server.overflowing -= 1
+        server.buffered -= self._held
+        self._held = 0
+        # break the parser <-> connection cycle and drop buffers now, not at the next full GC
+        self.parser = None
+        self.transport = None
+        self._body = []
+        self._headers = []
+        self._queue.clear()
         # a pending answer (a reload, say) still runs to its end; its reply is simply dropped
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        if self._lingering:
+            self._linger_until = min(self.server.now() + _LINGER_IDLE_S, self._linger_end)
+            return
+        parser = self.parser
+        if parser is None or self._closing:
+            return
+        self._fed += len(data)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # the request itself was answered as HTTP/1.1; what follows would be another
-            # protocol, which this server does not speak
-            if self.transport is not None:
-                self.transport.close()
+            # protocol, which this server does not speak: answer what was read, then close
+            self._stop_reading_requests()
+            if not self._busy_answering():
+                self._linger()
         except httptools.HttpParserError as exc:
             self._refuse(400, f"malformed HTTP request: {exc}")
+            return
+        if (
+            self._parsing
+            and self._fed - self._size > self._max_header_bytes + _CHUNK_FRAMING * self._chunks
+        ):
+            # an unfinished header or trailer the parser keeps concatenating: cut it off
+            self._refuse(431, self._header_limit_message())
+
+    def eof_received(self) -> bool:
+        """The client has sent everything: answer what it asked, then close."""
+        if self._parsing and not self._lingering:
+            self._refuse(400, "the connection ended in the middle of a request")
+        self._stop_reading_requests()
+        return self._busy_answering()  # keep the transport open for the answers owed
 
     def pause_writing(self) -> None:  # the client is not reading its answers: stop reading
+        self._write_paused_at = self.server.now()
         self._pause_reading()
 
     def resume_writing(self) -> None:
+        self._write_paused_at = None
         self._resume_reading()
 
     # -- httptools callbacks --------------------------------------------------------------------
 
+    # every callback returns at once after a refusal: the parser still runs over the rest of the
+    # chunk it was given, but nothing after a refused request is used
+
     def on_message_begin(self) -> None:
+        if self._closing:
+            return
+        self._fed = 0
+        self._chunks = 0
         self._url = b""
         self._headers = []
+        self._header_bytes = 0
+        self._headers_done = False
         self._body = []
         self._size = 0
-        self._in_message = True
+        self._continue_owed = False
+        self._parsing = True
+        # (inlined _expire_in: this runs for every request)
+        self.deadline = self.server._now + self._header_timeout_s
+        self._expiry = "header"
 
     def on_url(self, url: bytes) -> None:
+        if self._closing:
+            return
         self._url += url
-        if len(self._url) > MAX_URL_BYTES:
-            self._refuse(414, f"URL longer than {MAX_URL_BYTES} bytes")
+        self._header_bytes += len(url)
+        if len(self._url) > self.limits.max_url_bytes:
+            self._refuse(414, f"URL longer than MAX_URL_BYTES={self.limits.max_url_bytes}")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-        if len(self._headers) > MAX_HEADERS:
-            self._refuse(431, f"more than {MAX_HEADERS} headers")
+        if self._closing:
+            return
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_header_bytes:
+            self._refuse(431, self._header_limit_message())
+        elif not self._headers_done:  # after the headers, these are trailers: never used
+            self._headers.append((name.lower(), value))
+            if len(self._headers) > self._max_headers:
+                self._refuse(431, f"more than MAX_HEADERS={self._max_headers} headers")
+
+    def _header_limit_message(self) -> str:
+        return f"request headers or trailers exceed MAX_HEADER_BYTES={self._max_header_bytes}"
 
     def on_headers_complete(self) -> None:
-        if self._refused:
+        if self._closing:
             return
+        self._headers_done = True
+        hosts = 0
         expect_continue = False
         for key, value in self._headers:
-            if key == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
-                self._refuse(413, f"body exceeds MAX_BODY_BYTES={self.server.max_body}")
+            if key == b"host":
+                hosts += 1
+            elif (
+                key == b"content-length"
+                and value.isdigit()
+                and int(value) > self.limits.max_body_bytes
+            ):
+                # (llhttp has checked the digits) refused before a byte of it is read
+                self._refuse(413, self._body_limit_message())
                 return
-            if key == b"expect" and value.lower() == b"100-continue":
+            elif key == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
-        if expect_continue and self.transport is not None:
-            self.transport.write(_CONTINUE)
+        parser: httptools.HttpRequestParser = self.parser  # type: ignore[assignment]  # feeding
+        self._http10 = parser.get_http_version() == "1.0"
+        if hosts != 1 and (hosts > 1 or not self._http10):
+            self._refuse(400, "an HTTP/1.1 request needs exactly one Host header")
+            return
+        if self.overflow and self._url.partition(b"?")[0] not in _HEALTH_PATHS_BYTES:
+            self._refuse(503, "server busy: too many connections; retry later")
+            return
+        self._body_started = now = self.server._now
+        self.deadline = now + self._body_timeout_s
+        self._expiry = "body"
+        if expect_continue:
+            if self._pending is None and not self._queue:
+                self._write_raw(_CONTINUE)
+            else:  # an earlier answer is owed first; the body clock starts with the invitation
+                self._continue_owed = True
+                self.deadline = None
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def _body_limit_message(self) -> str:
+        return f"body exceeds MAX_BODY_BYTES={self.limits.max_body_bytes}"
 
     def on_body(self, chunk: bytes) -> None:
-        if self._refused:
+        if self._closing:
             return
-        self._size += len(chunk)
-        if self._size > self.server.max_body:  # chunked bodies have no Content-Length
-            self._refuse(413, f"body exceeds MAX_BODY_BYTES={self.server.max_body}")
+        size = len(chunk)
+        self._size += size
+        if self._size > self.limits.max_body_bytes:  # chunked bodies have no Content-Length
+            self._refuse(413, self._body_limit_message())
+            return
+        self._held += size
+        server = self.server
+        server.buffered += size
+        if server.buffered > self.limits.max_buffered_bytes:
+            self._refuse(503, "server busy: too many request bytes in flight; retry later")
             return
         self._body.append(chunk)
+        self._continue_owed = False  # the client did not wait for the invitation
+        # the body must keep up with the minimum rate once its grace period is over
+        self.deadline = (
+            self._body_started + self.limits.body_timeout_s + self._size / self.limits.body_min_rate
+        )
 
     def on_message_complete(self) -> None:
-        if self._refused:
+        if self._closing:
             return
+        parser: httptools.HttpRequestParser = self.parser  # type: ignore[assignment]  # feeding
+        self._parsing = False
+        self.deadline = None  # the server's turn
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
         request = _Request(
-            self.parser.get_method().decode("ascii", "replace"),
+            parser.get_method().decode("ascii", "replace"),
             self._url,
             self._headers,
-            b"".join(self._body),
-            self.parser.should_keep_alive(),
-            None,
+            body,
+            parser.should_keep_alive() and not self.overflow,
+            self._http10,
         )
-        if self._pending is not None:
-            self._queue.append(request)
-            if len(self._queue) >= 16:  # a deep pipeline behind a slow answer: stop reading
+        size, self._size = self._size, 0
+        if self._pending is not None or self._queue:
+            self._queue.append((request, size))
+            if len(self._queue) >= _PIPELINE_DEPTH:  # a deep pipeline behind a slow answer
                 self._pause_reading()
         else:
-            self._handle(request)
+            self._handle(request, size)
 
     # -- answering ------------------------------------------------------------------------------
 
-    def _handle(self, request: _Request) -> None:
-        path = request.url.partition(b"?")[0].decode("latin-1")
+    def _busy_answering(self) -> bool:
+        return self._pending is not None or bool(self._queue)
+
+    def _handle(self, request: _Request, size: int) -> None:
+        if request.refusal is not None:
+            self._write(request, request.refusal, size)
+            return
+        url = request.url
+        if url[:1] != b"/":  # absolute form (http://host/path): the path is what routes
+            try:
+                url = httptools.parse_url(url).path or b"/"
+            except httptools.HttpParserInvalidURLError:
+                pass
+        path = url.partition(b"?")[0].decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        answer = self.service.dispatch(
-            request.method, path, request.headers, request.body, request.error
-        )
+        answer = self.service.dispatch(request.method, path, request.headers, request.body)
         if isinstance(answer, Reply):
-            self._write(request, answer)
+            self._write(request, answer, size)
         elif isinstance(answer, Deferred):  # inference: answered by this loop turn's merged call
             self._pending = answer
+            self._head_size = size
             answer.on_result(lambda reply: self._finish_pending(request, reply))
         else:
             task = asyncio.ensure_future(answer)
             self._pending = task
+            self._head_size = size
             task.add_done_callback(lambda done: self._finish_task(request, done))
 
     def _finish_task(self, request: _Request, task: asyncio.Task[Reply]) -> None:
@@ -207,17 +406,34 @@ class _Connection(asyncio.Protocol):
     def _finish_pending(self, request: _Request, reply: Reply) -> None:
         """Write a late answer, then the pipelined requests that waited behind it."""
         self._pending = None
-        self._write(request, reply)
-        while self._queue and self._pending is None:
-            self._handle(self._queue.popleft())
-        if not self._queue:
+        self._write(request, reply, self._head_size)
+        while self._queue and self._pending is None and self.transport is not None:
+            queued, size = self._queue.popleft()
+            self._handle(queued, size)
+        if self._pending is None and not self._queue:
+            if self._continue_owed and self.transport is not None:
+                self._continue_owed = False
+                self._write_raw(_CONTINUE)
+                self._body_started = self.server.now()
+                self._expire_in(self.limits.body_timeout_s, "body")
             self._resume_reading()
 
-    def _write(self, request: _Request, reply: Reply) -> None:
+    def _write(self, request: _Request, reply: Reply, size: int) -> None:
+        if size:
+            self._held -= size
+            self.server.buffered -= size
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = request.keep_alive and not self.server.should_exit
+        server = self.server
+        # whether anything else is owed on this connection after this answer
+        more = bool(self._queue) or self._parsing
+        # closing (a refusal queued, EOF, SIGTERM): the last answer owed carries Connection: close
+        keep_alive = (
+            request.keep_alive
+            and request.refusal is None
+            and (more or not (self._closing or server.draining))
+        )
         head = [
             _STATUS_LINES.get(reply.status) or f"HTTP/1.1 {reply.status} \r\n".encode(),
             b"content-type: ",
@@ -225,90 +441,175 @@ class _Connection(asyncio.Protocol):
             b"\r\ncontent-length: ",
             str(len(reply.body)).encode(),
             b"\r\ndate: ",
-            self.server.date(),
+            server.date(),
             b"\r\n",
         ]
+        if reply.headers:
+            head.append(reply.headers)
         if reply.status == 401:
             head.append(b"www-authenticate: Bearer\r\n")
         if not keep_alive:
             head.append(b"connection: close\r\n")
+        elif request.http10:
+            head.append(b"connection: keep-alive\r\n")
         head.append(b"\r\n")
         if request.method != "HEAD":
             head.append(reply.body)
         transport.write(b"".join(head))
         if not keep_alive:
-            transport.close()
-        elif self._pending is None and not self._queue:
-            self._in_message = False
-            self.idle_since = self.server.now()
+            self._linger()
+        elif not more and self._pending is None:
+            # (inlined _expire_in: this runs for every answer)
+            self.deadline = server._now + (
+                server.drain_idle_s if server.draining else self._keep_alive_s
+            )
+            self._expiry = "idle"
+
+    def _write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def _refuse(self, status: int, message: str) -> None:
-        """Answer an unusable request at once and close: the rest of the stream is not trusted."""
-        if self._refused or self.transport is None:
+        """Answer an unusable request (after the answers owed before it) and close: the rest of
+        the stream is not trusted."""
+        if self._lingering or self._closing:
             return
-        self._refused = True
-        request = _Request("GET", b"", [], b"", False, None)
+        self._parsing = False
+        size, self._size = self._size, 0
+        self._body = []
+        refusal = _refusal(status, message)
+        self._stop_reading_requests()
+        if self._busy_answering():
+            self._queue.append((refusal, size))
+        else:
+            self._write(refusal, cast(Reply, refusal.refusal), size)
+
+    def _stop_reading_requests(self) -> None:
+        """No request after this one is parsed; the connection closes once its answers are out."""
+        self._closing = True
+        self.deadline = None
+        if self._busy_answering():
+            self._pause_reading()  # keep what follows in the kernel until the answers are out
+
+    def _linger(self) -> None:
+        """Close after the last answer without a reset: stop sending, drop what still arrives."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing = True
+        self._lingering = True
+        self.deadline = None
         self._queue.clear()
-        self._write(request, error_reply(status, message))
+        now = self.server.now()
+        self._linger_until = now + _LINGER_IDLE_S
+        self._linger_end = now + _LINGER_MAX_S
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self._resume_reading(force=True)
 
     # -- timers, flow control, shutdown ---------------------------------------------------------
 
-    def close_if_idle_since(self, deadline: float) -> None:
-        """The keep-alive timeout, checked by the server's once-a-second sweep."""
-        idle = self.idle_since
-        if idle is not None and idle < deadline and not self._in_message and self._pending is None:
-            if self.transport is not None:
-                self.transport.close()
+    def _expire_in(self, seconds: float, kind: str) -> None:
+        self.deadline = self.server.now() + seconds
+        self._expiry = kind
+
+    def check_timers(self, now: float) -> None:
+        """Called by the server's sweep: enforce whichever timeout applies now."""
+        transport = self.transport
+        if transport is None:
+            return
+        if self._write_paused_at is not None:
+            if now - self._write_paused_at > self.limits.send_timeout_s:
+                transport.abort()  # it reads nothing: a polite answer would never arrive
+            return
+        if self._lingering:
+            if now >= self._linger_until:
+                transport.close()
+            return
+        deadline = self.deadline
+        if deadline is None or now < deadline or not self._reading:
+            return
+        kind = self._expiry
+        if kind in ("silent", "idle"):
+            transport.close()
+        elif kind == "header":
+            self._timed_out(
+                f"request headers not received within HEADER_TIMEOUT_S="
+                f"{self.limits.header_timeout_s:g}"
+            )
+        else:
+            self._timed_out(
+                f"request body slower than BODY_MIN_RATE={self.limits.body_min_rate} bytes/s "
+                f"after BODY_TIMEOUT_S={self.limits.body_timeout_s:g}"
+            )
+
+    def _timed_out(self, message: str) -> None:
+        # a 408 says why, then close at once: this client is slow by definition, no lingering
+        self._refuse(408, message)
+        if self.transport is not None and not self._busy_answering():
+            self.transport.close()
 
     def _pause_reading(self) -> None:
         if self._reading and self.transport is not None:
             self._reading = False
             self.transport.pause_reading()
 
-    def _resume_reading(self) -> None:
-        if not self._reading and self.transport is not None and not self.transport.is_closing():
-            self._reading = True
-            self.transport.resume_reading()
+    def _resume_reading(self, force: bool = False) -> None:
+        """Read again unless the client leaves its answers unread or a pipeline waits."""
+        transport = self.transport
+        if self._reading or transport is None or transport.is_closing():
+            return
+        if not force and (
+            self._write_paused_at is not None
+            or len(self._queue) >= _PIPELINE_DEPTH
+            or (self._closing and self._busy_answering())
+        ):
+            return
+        self._reading = True
+        transport.resume_reading()
 
-    def shutdown(self) -> None:
-        """Close now if idle; otherwise the answer in progress carries Connection: close."""
-        if not self._in_message and self._pending is None and self.transport is not None:
-            self.transport.close()
+    def drain(self) -> None:
+        """SIGTERM: finish what was read; an idle connection closes if it stays idle a moment."""
+        if not self._parsing and not self._busy_answering() and not self._lingering:
+            self._expire_in(self.server.drain_idle_s, "idle")
 
     @property
     def busy(self) -> bool:
-        return self._in_message or self._pending is not None
+        return self._parsing or self._busy_answering()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
 
+_HEALTH_PATHS_BYTES = frozenset(p.encode() for p in _HEALTH_PATHS)
+
+
 class HttpServer:
     """``run()`` blocks until SIGTERM/SIGINT (or ``should_exit``), then drains and returns."""
 
     def __init__(
-        self,
-        service: ModelService,
-        host: str,
-        port: int,
-        graceful_timeout_s: float = 20.0,
-        keep_alive_s: float = 75.0,
-        backlog: int = 2048,
+        self, service: Service, config: ServingConfig | None = None, backlog: int = 2048
     ) -> None:
         self.service = service
-        self.host = host
-        self.port = port
-        self.graceful_timeout_s = graceful_timeout_s
-        self.keep_alive_s = keep_alive_s
+        self.config = config or service.config
+        self.host = self.config.host
+        self.port = self.config.port
         self.backlog = backlog
-        self.max_body = service.config.max_body_bytes
         self.connections: set[_Connection] = set()
+        self.overflowing = 0  # connections over MAX_CONNECTIONS, getting their one answer
+        self.buffered = 0  # request body bytes held over all connections
         self.started = False
         self.should_exit = False
+        self.draining = False
         self._date_second = -1
         self._date = b""
-        self._now = 0.0  # the loop clock, refreshed by the sweep; precise enough for idling
+        self._now = 0.0  # the loop clock, refreshed every 50 ms: precise enough for timeouts
+        # idle connections close this long after SIGTERM (well inside the graceful timeout)
+        self.drain_idle_s = min(_DRAIN_IDLE_S, self.config.graceful_timeout_s / 2)
 
     def now(self) -> float:
         return self._now
@@ -330,6 +631,7 @@ class HttpServer:
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        self._now = loop.time()
         if threading.current_thread() is threading.main_thread():
             for stop in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(stop, self._request_exit, stop)
@@ -352,33 +654,41 @@ class HttpServer:
         log.info("listening", extra={"addresses": [f"{a[0]}:{a[1]}" for a in bound]})
         self.service.log_startup()
         self.started = True
-        # one sweep instead of a timer per request: a timer handle per answer costs ~1 us
-        sweep_every = min(1.0, self.keep_alive_s / 4)
+        # one sweep over the connections instead of a timer per request (a timer handle per
+        # answer costs ~1 us); the clock read per request is this cached one
         next_sweep = 0.0
         while not self.should_exit:
             self._now = loop.time()
             if self._now >= next_sweep:
-                next_sweep = self._now + sweep_every
-                deadline = self._now - self.keep_alive_s
-                for connection in list(self.connections):
-                    connection.close_if_idle_since(deadline)
+                next_sweep = self._now + _SWEEP_S
+                self._sweep()
             await asyncio.sleep(0.05)
         await self._drain(listeners)
+
+    def _sweep(self) -> None:
+        now = self._now
+        for connection in list(self.connections):
+            connection.check_timers(now)
 
     def _request_exit(self, signum: int) -> None:
         log.info("shutting down", extra={"signal": signal.Signals(signum).name})
         self.should_exit = True
 
     async def _drain(self, listeners: Sequence[asyncio.AbstractServer]) -> None:
+        """Stop accepting; answer every request read (the last one on each connection with
+        Connection: close); close idle connections; abort what is left after the timeout."""
+        loop = asyncio.get_running_loop()
         for listener in listeners:
             listener.close()
+        self.draining = True
+        self._now = loop.time()
         for connection in list(self.connections):
-            connection.shutdown()
-        deadline = time.monotonic() + self.graceful_timeout_s
-        while self.connections and time.monotonic() < deadline:
-            for connection in list(self.connections):
-                connection.shutdown()
-            await asyncio.sleep(0.01)
+            connection.drain()
+        deadline = self._now + self.config.graceful_timeout_s
+        while self.connections and self._now < deadline:
+            await asyncio.sleep(0.02)
+            self._now = loop.time()
+            self._sweep()
         if self.connections:
             busy = sum(c.busy for c in self.connections)
             log.warning("graceful timeout: aborting connections", extra={"busy": busy})

@@ -45,5 +45,7 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn": named,
             "uvicorn.error": {**named, "handlers": []} | {"propagate": True},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            "_granian": named,
+            "granian.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }

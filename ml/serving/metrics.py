@@ -24,7 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-INTENSITY_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.8, 1.0)
+INPUT_MEAN_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.8, 1.0)
 ENDPOINTS = ("predict", "infer")
 RELOAD_OUTCOMES = ("success", "failure")
 
@@ -72,7 +72,7 @@ class ServiceMetrics:
         self.latency: dict[str, Histogram] = {e: Histogram(LATENCY_BUCKETS) for e in ENDPOINTS}
         self.predictions: list[int] = []
         self.confidence = Histogram(CONFIDENCE_BUCKETS)
-        self.intensity = Histogram(INTENSITY_BUCKETS)
+        self.input_mean = Histogram(INPUT_MEAN_BUCKETS)
         self.model_info: tuple[str, str, str] = ("", "", "")
         self.reloads: dict[str, int] = {o: 0 for o in RELOAD_OUTCOMES}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -92,19 +92,19 @@ class ServiceMetrics:
             self.successes[endpoint] += 1
         self.latency[endpoint].observe(seconds)
 
-    def record_prediction(self, label: int, confidence: float, intensity: float) -> None:
-        """One row: its predicted label, top-class probability and mean intensity / pixel_max."""
+    def record_prediction(self, label: int, confidence: float, input_mean: float) -> None:
+        """One row: its predicted label, top-class probability and its values' scaled mean."""
         if label >= len(self.predictions):
             self.predictions.extend([0] * (label + 1 - len(self.predictions)))
         self.predictions[label] += 1
         self.confidence.observe(confidence)
-        self.intensity.observe(intensity)
+        self.input_mean.observe(input_mean)
 
     def record_batch(
         self,
         labels: npt.NDArray[np.int64],
         confidence: npt.NDArray[np.floating],
-        intensity: npt.NDArray[np.floating],
+        input_mean: npt.NDArray[np.floating],
     ) -> None:
         """Many rows at once (vectorised)."""
         counts = np.bincount(labels, minlength=len(self.predictions)).tolist()
@@ -113,7 +113,7 @@ class ServiceMetrics:
         for label, count in enumerate(counts):
             self.predictions[label] += count
         self.confidence.observe_many(confidence)
-        self.intensity.observe_many(intensity)
+        self.input_mean.observe_many(input_mean)
 
     def record_reload(self, success: bool) -> None:
         self.reloads["success" if success else "failure"] += 1
@@ -162,9 +162,10 @@ class _Collector:
             m.confidence,
         )
         yield _histogram(
-            "inference_input_mean_intensity",
-            "Mean pixel value / pixel_max of each input row (input drift).",
-            m.intensity,
+            "inference_input_scaled_mean",
+            "Mean of each input row's values scaled to [0, 1] by the model's declared input"
+            " ranges (input drift).",
+            m.input_mean,
         )
         yield GaugeMetricFamily(
             "inference_requests_in_flight",

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ml.serving.model import ModelError
+from ml.serving.model import ModelError, parse_registration, read_regular_file
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -28,8 +28,11 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
-    """Download the registered version's artifacts; -> (path of its one .onnx file, record)."""
+def fetch_registered_model(
+    uri: str, destination: Path | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Download the registered version's artifacts into ``destination`` (default: a new
+    temporary directory the caller owns); -> (path of its one .onnx file, record)."""
     name, alias, version = parse_registry_uri(uri)
     try:
         import mlflow
@@ -45,9 +48,9 @@ def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
             if alias is not None
             else client.get_model_version(name, str(version))
         )
-        destination = tempfile.mkdtemp(prefix="serving-model-")
+        target = destination or Path(tempfile.mkdtemp(prefix="serving-model-"))
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{found.version}", dst_path=destination
+            artifact_uri=f"models:/{name}/{found.version}", dst_path=str(target)
         )
         run = client.get_run(found.run_id) if found.run_id else None
     except Exception as exc:  # mlflow raises MlflowException, OSError, HTTP errors ...
@@ -58,9 +61,11 @@ def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
             f"{uri}: version {found.version} holds {len(onnx_files)} .onnx files; expected one"
         )
     record_file = onnx_files[0].with_name("registration.json")
-    if record_file.is_file():
-        record: dict[str, Any] = json.loads(record_file.read_text(encoding="utf-8"))
-    else:
+    if record_file.exists():  # shipped with the artifacts: held to the pipeline's contract
+        record = parse_registration(
+            read_regular_file(record_file, "registration record"), f"{uri}: registration.json"
+        )
+    else:  # built here from the registry's own data
         tags = dict(run.data.tags) if run is not None else {}
         record = {
             "run_id": found.run_id,
@@ -68,6 +73,10 @@ def fetch_registered_model(uri: str) -> tuple[Path, dict[str, Any]]:
             "params": dict(run.data.params) if run is not None else {},
             "metrics": dict(run.data.metrics) if run is not None else {},
         }
+        # the register stage tags each version with its input schema and task (JSON)
+        for key, tag in (("input", "input_schema"), ("task", "task")):
+            if found.tags.get(tag):
+                record[key] = json.loads(found.tags[tag])
     record.update(
         model_name=name,
         version=str(found.version),

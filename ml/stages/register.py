@@ -1,9 +1,16 @@
 """register: gate the exported model, then record it in the MLflow Model Registry.
 
-Gates (params.yaml `gates`) are checked first: when any fails the stage prints a table of gate,
-measured value and limit, exits non-zero, registers nothing and leaves the alias where it was.
-When all pass, the ONNX model is logged with the MLflow onnx flavour (so `mlflow models serve`
-can serve it), tagged with git commit, data hash, params hash and metrics, and the alias moves.
+Gates (params `gates`) are checked first: accuracy and ROC-AUC floors, the gain over the best
+baseline evaluate computed on the same split, and the p99 single-prediction latency of the ONNX
+model measured here. When any fails the stage prints a table of gate, measured value and limit,
+exits non-zero, registers nothing and leaves the alias where it was.
+
+When all pass, the registry gets the model once per content: a version whose `onnx_sha256` tag
+equals this file's is reused (a re-run, a fresh clone, an interrupted run) instead of adding a
+duplicate; otherwise the ONNX model is logged with the MLflow onnx flavour (so `mlflow models
+serve` can serve it) into the training run, registered and tagged. Then the alias moves.
+It writes `registration.json` (git-tracked, content only) and `registration.local.json`
+(git-ignored: version, run, commit, time, latency of this machine); see ml/registration.py.
 """
 
 from __future__ import annotations
@@ -11,22 +18,32 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ml.cli import StageError, run_stage, stage_parser
-from ml.config import GateParams, Params, load_params
+import numpy as np
+
+from ml.catalog import ModelEntry, load_catalog
+from ml.cli import StageError, add_catalog_options, run_stage, stage_parser
+from ml.config import GateParams, Params, load_params, model_params
+from ml.data import load_split
 from ml.io import read_json, sha256_file, write_json
-from ml.registration import GateResult, RegistrationRecord
+from ml.onnx_runtime import open_session
+from ml.registration import (
+    GateResult,
+    LatencyMeasurement,
+    RegistrationRecord,
+    local_record_path,
+)
 
 
-def check_gates(
-    gates: GateParams, metrics: dict[str, Any], latency: dict[str, Any]
-) -> list[GateResult]:
-    accuracy, p99 = float(metrics["accuracy"]), float(latency["p99_ms"])
-    return [
+def content_gates(gates: GateParams, metrics: dict[str, Any]) -> list[GateResult]:
+    """The gates decided by the evaluation alone (the same on every machine)."""
+    accuracy, roc_auc = float(metrics["accuracy"]), float(metrics["roc_auc"])
+    results = [
         GateResult(
             gate="min_accuracy",
             measured=accuracy,
@@ -34,19 +51,61 @@ def check_gates(
             passed=accuracy >= gates.min_accuracy,
         ),
         GateResult(
+            gate="min_roc_auc",
+            measured=roc_auc,
+            limit=gates.min_roc_auc,
+            passed=bool(roc_auc >= gates.min_roc_auc),  # NaN (one class in test) fails
+        ),
+    ]
+    for baseline, limit in sorted(gates.min_gain_over_baselines.items()):
+        scores = metrics.get("baselines", {}).get(baseline)
+        if scores is None:
+            raise StageError(f"metrics have no {baseline!r} baseline: run the evaluate stage")
+        gain = accuracy - float(scores["accuracy"])
+        results.append(
+            GateResult(
+                gate=f"gain_over_{baseline}",
+                measured=gain,
+                limit=limit,
+                # rounded: a tie with the baseline must not fail on float noise
+                passed=round(gain, 9) >= limit,
+            )
+        )
+    return results
+
+
+def measure_latency(onnx_path: Path, X: np.ndarray, gates: GateParams) -> LatencyMeasurement:
+    """Single-row predictions as the service makes them: one session, one thread, one row a call."""
+    session = open_session(onnx_path)
+    samples, warmup = gates.latency_samples, gates.latency_warmup
+    rows = [X[i % len(X)][None, :] for i in range(samples + warmup)]
+    for row in rows[:warmup]:
+        session.run(None, {"input": row})
+    timings = np.empty(samples)
+    for i, row in enumerate(rows[warmup:]):
+        start = time.perf_counter_ns()
+        session.run(None, {"input": row})
+        timings[i] = (time.perf_counter_ns() - start) / 1e6
+    p99 = float(np.percentile(timings, 99))
+    return LatencyMeasurement(
+        p50_ms=float(np.percentile(timings, 50)),
+        p99_ms=p99,
+        mean_ms=float(timings.mean()),
+        samples=samples,
+        gate=GateResult(
             gate="max_p99_latency_ms",
             measured=p99,
             limit=gates.max_p99_latency_ms,
             passed=p99 <= gates.max_p99_latency_ms,
         ),
-    ]
+    )
 
 
 def gate_table(results: list[GateResult]) -> str:
-    lines = [f"{'gate':<22}{'measured':>12}{'limit':>12}  result"]
+    lines = [f"{'gate':<26}{'measured':>12}{'limit':>12}  result"]
     for r in results:
         lines.append(
-            f"{r.gate:<22}{r.measured:>12.4f}{r.limit:>12.4f}  {'pass' if r.passed else 'FAIL'}"
+            f"{r.gate:<26}{r.measured:>12.4f}{r.limit:>12.4f}  {'pass' if r.passed else 'FAIL'}"
         )
     return "\n".join(lines)
 
@@ -69,83 +128,127 @@ def git_commit() -> str:
 
 
 def params_hash(params: Params) -> str:
-    return hashlib.sha256(json.dumps(params.model_dump(), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(model_params(params), sort_keys=True).encode()).hexdigest()
 
 
-def register_model(params: Params, onnx_path: Path, run_id: str, tags: dict[str, str]) -> str:
-    """Log the ONNX model into the training run, register it, tag the version; returns version."""
+def register_model(
+    entry: ModelEntry,
+    root: Path,
+    alias: str,
+    onnx_path: Path,
+    checkpoint_sha: str,
+    tags: dict[str, str],
+) -> tuple[str, str]:
+    """Reuse the version holding this exact ONNX file or register a new one; move the alias.
+    Returns (version, run id)."""
     import mlflow
     import onnx
     import onnxruntime as ort
     from mlflow import MlflowClient
 
-    from ml.tracking import start_tracking
+    from ml.tracking import registered_version, start_tracking, training_run
 
-    start_tracking()
-    name = params.registry.model_name
-    with mlflow.start_run(run_id=run_id):
-        # explicit requirements: MLflow's own inference imports the world and costs ~5 s
-        requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"]
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="onnx-model",
-            registered_model_name=name,
-            pip_requirements=requirements,
-        )
-    version = str(info.registered_model_version)
+    experiment_id = start_tracking(entry.experiment, root)
+    run_id = training_run(experiment_id, entry.name, checkpoint_sha)
+    name = entry.registered_model
     client = MlflowClient()
+    version = registered_version(client, name, tags["onnx_sha256"])
+    if version is None:
+        with mlflow.start_run(run_id=run_id):
+            # explicit requirements: MLflow's own inference imports the world and costs ~5 s
+            requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"]
+            info = mlflow.onnx.log_model(
+                onnx.load(str(onnx_path)),
+                name="onnx-model",
+                registered_model_name=name,
+                pip_requirements=requirements,
+            )
+        version = str(info.registered_model_version)
+    else:
+        run_id = str(client.get_model_version(name, version).run_id or run_id)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, params.registry.alias, version)
-    return version
+    client.set_registered_model_alias(name, alias, version)
+    return version, run_id
 
 
 def _main(argv: Sequence[str] | None) -> None:
     parser = stage_parser(__doc__ or "register")
     parser.add_argument("--onnx", required=True)
+    parser.add_argument("--model", required=True, help="the trained checkpoint (finds its run)")
     parser.add_argument("--metrics", required=True)
-    parser.add_argument("--latency", required=True)
-    parser.add_argument("--run-info", required=True)
-    parser.add_argument("--data-meta", required=True)
+    parser.add_argument("--data", required=True, help="prepared splits (meta.json, test rows)")
     parser.add_argument("--out", required=True, help="registration.json to write")
+    add_catalog_options(parser)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    metrics, latency = read_json(args.metrics), read_json(args.latency)
-    results = check_gates(params.gates, metrics, latency)
-    print(gate_table(results))
-    if not all(r.passed for r in results):
-        failed = ", ".join(r.gate for r in results if not r.passed)
+    params = load_params(args.params, args.shared_params)
+    catalog = load_catalog(args.catalog)
+    entry = catalog.get(args.name)
+    metrics = read_json(args.metrics)
+    gates = content_gates(params.gates, metrics)
+    latency = measure_latency(Path(args.onnx), load_split(args.data, "test").X, params.gates)
+    print(gate_table([*gates, latency.gate]))
+    failed = [g.gate for g in (*gates, latency.gate) if not g.passed]
+    if failed:
         raise StageError(
-            f"release gate(s) failed: {failed}; nothing registered,"
+            f"release gate(s) failed: {', '.join(failed)}; nothing registered,"
             f" alias {params.registry.alias!r} unchanged"
         )
-    record: dict[str, Any] = {
-        "model_name": params.registry.model_name,
-        "alias": params.registry.alias,
-        "run_id": read_json(args.run_info)["run_id"],
-        "git_commit": git_commit(),
-        "data_hash": read_json(args.data_meta)["data_hash"],
-        "params_hash": params_hash(params),
-        "params": params.model_dump(),
-        "metrics": {k: float(metrics[k]) for k in ("accuracy", "macro_f1", "roc_auc")},
-        "latency": {k: float(latency[k]) for k in ("p50_ms", "p99_ms")},
-        "onnx_sha256": sha256_file(args.onnx),
-        "gates": [r.model_dump() for r in results],
+    headline = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    headline.pop("test_samples", None)
+    record = RegistrationRecord(
+        model_name=entry.registered_model,
+        catalog_name=entry.name,
+        app=entry.app,
+        alias=params.registry.alias,
+        input=params.input,
+        task=params.task,
+        data_hash=read_json(Path(args.data) / "meta.json")["data_hash"],
+        params_hash=params_hash(params),
+        params=model_params(params),
+        metrics=headline,
+        baselines=metrics["baselines"],
+        onnx_sha256=sha256_file(args.onnx),
+        gates=gates,
+    )
+    commit = git_commit()
+    tags = {
+        "git_commit": commit,
+        "data_hash": record.data_hash,
+        "params_hash": record.params_hash,
+        "onnx_sha256": record.onnx_sha256,
+        **{f"metric.{k}": f"{v:.6f}" for k, v in headline.items()},
+        "latency.p50_ms": f"{latency.p50_ms:.4f}",
+        "latency.p99_ms": f"{latency.p99_ms:.4f}",
+        # what a service loading models:/<name>@<alias> needs to know about its inputs
+        "input_schema": record.input.model_dump_json(),
+        "task": record.task.model_dump_json(),
     }
-    tags = {k: str(record[k]) for k in ("git_commit", "data_hash", "params_hash", "onnx_sha256")}
-    tags.update({f"metric.{k}": f"{v:.6f}" for k, v in record["metrics"].items()})
-    tags.update({f"latency.{k}": f"{v:.4f}" for k, v in record["latency"].items()})
-    version = register_model(params, Path(args.onnx), record["run_id"], tags)
-    record.update(
-        version=version,
-        model_uri=f"models:/{params.registry.model_name}/{version}",
-        registered_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    version, run_id = register_model(
+        entry,
+        catalog.root,
+        params.registry.alias,
+        Path(args.onnx),
+        sha256_file(args.model),
+        tags,
+    )
+    local = record.model_copy(
+        update={
+            "version": version,
+            "model_uri": f"models:/{entry.registered_model}/{version}",
+            "run_id": run_id,
+            "git_commit": commit,
+            "registered_at": datetime.now(timezone.utc).replace(microsecond=0),
+            "latency": latency,
+        }
     )
     # validated before writing: every reader parses it with the same model (ml.registration)
-    write_json(args.out, RegistrationRecord.model_validate(record).model_dump(mode="json"))
+    RegistrationRecord.model_validate(local.model_dump())
+    write_json(args.out, record.tracked_json())
+    write_json(local_record_path(args.out), local.model_dump(mode="json"))
     print(
-        f"register: {record['model_uri']} -> alias {params.registry.alias!r}"
-        f" (commit {record['git_commit'][:12]})"
+        f"register: {local.model_uri} -> alias {params.registry.alias!r}"
+        f" (onnx {record.onnx_sha256[:12]}, commit {commit[:12]})"
     )
 
 

@@ -1,12 +1,16 @@
-"""train: fit the CNN on the train split with early stopping on validation loss, tracked in MLflow.
+"""train: fit the model's network (`model.family`) on the train split with early stopping on
+validation loss, tracked in MLflow under the model's experiment.
 
-Device `auto` picks CUDA when present; on CUDA the loop uses fp16 autocast with gradient scaling and
-pinned host memory (see ml/device.py). Seeds and deterministic kernels make a CPU run repeatable.
+The normalisation statistics the schema asks for are fitted on the train split and stored in the
+network (the exported graph applies them). Device `auto` picks CUDA when present; on CUDA the loop
+uses fp16 autocast with gradient scaling and pinned host memory (see ml/device.py). Seeds and
+deterministic kernels make a CPU run repeatable.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import csv
 import time
 from collections.abc import Iterator, Sequence
@@ -20,12 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from ml.cli import run_stage, stage_parser
+from ml.catalog import load_catalog
+from ml.checkpoint import checkpoint_payload, save_checkpoint
+from ml.cli import StageError, add_catalog_options, run_stage, stage_parser
 from ml.config import Params, load_params
 from ml.data import Split, load_split
 from ml.device import PrecisionPlan, precision_plan, resolve_device, seed_everything
-from ml.io import atomic_path, write_json
-from ml.model import DigitsCNN, build_model
+from ml.io import atomic_path, sha256_file
+from ml.networks import build_network, normalisation_stats, set_normalisation
 
 
 @dataclass
@@ -108,11 +114,16 @@ def evaluate_loss(
 
 def fit(
     params: Params, train: Split, val: Split, device: torch.device, progress: bool = True
-) -> tuple[DigitsCNN, list[EpochRecord]]:
+) -> tuple[nn.Module, list[EpochRecord]]:
     """Train with early stopping; returns the model at its best validation loss and the history."""
     generator = seed_everything(params.seed)
     plan = precision_plan(device, params.train.amp)
-    model = build_model(params.model, params.data.num_classes, params.data.pixel_max).to(device)
+    try:
+        model = build_network(params.model, params.input, params.task.num_classes)
+    except ValueError as error:  # a family that cannot take this input (e.g. too many pools)
+        raise StageError(f"model: {error}") from None
+    set_normalisation(model, *normalisation_stats(params.input, train.X))
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=params.train.learning_rate, weight_decay=params.train.weight_decay
     )
@@ -121,7 +132,9 @@ def fit(
     val_loader = make_loader(val, 1024, plan, False, generator)
     best_loss, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
     history: list[EpochRecord] = []
-    bar = tqdm(range(1, params.train.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    # a bar only on a terminal: in CI logs and under `dvc repro` it is thousands of lines
+    show = progress and sys.stderr.isatty()
+    bar = tqdm(range(1, params.train.epochs + 1), desc="train", unit="epoch", disable=not show)
     for epoch in bar:
         train_loss = train_one_epoch(model, train_loader, optimizer, scaler, device, plan)
         val_loss, val_accuracy = evaluate_loss(model, val_loader, device, plan)
@@ -139,18 +152,6 @@ def fit(
     return model.cpu().eval(), history
 
 
-def save_checkpoint(path: Path, model: DigitsCNN, params: Params) -> None:
-    """The checkpoint carries all it takes to rebuild the model, so later stages never guess."""
-    payload = {
-        "state_dict": model.state_dict(),
-        "model_params": params.model.model_dump(),
-        "num_classes": params.data.num_classes,
-        "pixel_max": params.data.pixel_max,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def write_history(path: Path, history: list[EpochRecord]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -165,22 +166,24 @@ def _main(argv: Sequence[str] | None) -> None:
     parser = stage_parser(__doc__ or "train")
     parser.add_argument("--data", required=True, help="directory with the prepared splits")
     parser.add_argument("--model", required=True, help="checkpoint to write (.pt)")
-    parser.add_argument("--run-info", required=True, help="JSON with the MLflow run id")
     parser.add_argument("--history", required=True, help="per-epoch CSV for dvc plots")
+    add_catalog_options(parser)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = load_params(args.params, args.shared_params)
+    catalog = load_catalog(args.catalog)
+    entry = catalog.get(args.name)
     device = resolve_device(params.train.device)
     train, val = load_split(args.data, "train"), load_split(args.data, "val")
 
     import mlflow
 
-    from ml.tracking import flatten, start_tracking
+    from ml.tracking import CHECKPOINT_TAG, MODEL_TAG, flatten, start_tracking
 
-    experiment_id = start_tracking()
+    experiment_id = start_tracking(entry.experiment, catalog.root)
     started = time.perf_counter()
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params(flatten(params.model_dump()))
-        mlflow.set_tag("device", str(device))
+    with mlflow.start_run(experiment_id=experiment_id):
+        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        mlflow.set_tags({"device": str(device), MODEL_TAG: entry.name})
         model, history = fit(params, train, val, device)
         for r in history:
             mlflow.log_metrics(
@@ -191,21 +194,13 @@ def _main(argv: Sequence[str] | None) -> None:
                 },
                 step=r.epoch,
             )
-        save_checkpoint(Path(args.model), model, params)
+        payload = checkpoint_payload(params.model, params.input, params.task.num_classes)
+        save_checkpoint(Path(args.model), model, payload)
         write_history(Path(args.history), history)
+        # evaluate and register find this run by the checkpoint's content (ml/tracking.py)
+        mlflow.set_tag(CHECKPOINT_TAG, sha256_file(args.model))
         mlflow.log_artifact(args.model, artifact_path="checkpoint")
-        run_id = run.info.run_id
     best = min(history, key=lambda r: r.val_loss)
-    write_json(
-        args.run_info,
-        {
-            "run_id": run_id,
-            "experiment_id": experiment_id,
-            "epochs_run": len(history),
-            "best_epoch": best.epoch,
-            "device": str(device),
-        },
-    )
     print(
         f"train: {len(history)} epochs on {device} in {time.perf_counter() - started:.1f}s;"
         f" best epoch {best.epoch} val_acc {best.val_accuracy:.4f}"

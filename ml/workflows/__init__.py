@@ -1,5 +1,2 @@
-"""The DVC pipeline as Argo Workflows (hera): generated manifests committed under apps/."""
-
-# The trainer image's logical name (ml/training.Dockerfile) in the generated workflow and the drift
-# CronJob; each overlay's `images:` pins it and the release tool moves its tag with the service's.
-TRAINER_IMAGE = "digits-trainer"
+"""Each model's DVC pipeline as Argo Workflows (hera), and the other manifests generated per app
+from models.yaml: generated files committed under apps/<app>/base/continuous-training/."""

@@ -1,20 +1,34 @@
 #!/bin/sh
-# Build and push one image with kaniko (no Docker daemon, no docker-in-docker). Runs inside the
-# kaniko debug image, which has no make: `make image-build IMAGE_KIND=...` calls this same script.
-# Tags: the commit SHA always; on a release tag also the version (v1.2.3 -> 1.2.3).
+# Build and push one kind of image (serving|trainer) of every model the pipeline delivers, with
+# kaniko (no Docker daemon, no docker-in-docker). Runs inside the kaniko debug image, which has no
+# make and no Python: the plan job (`make ci-plan`, scripts/models.py) wrote one line per image
+# into .bench/ci/images.txt: `<kind> <model folder> <image>`. `make image-build IMAGE_KIND=...`
+# calls this same script. Tags: the commit SHA always; on a release tag (`<app>/vX.Y.Z`) also the
+# version (1.2.3), and the plan then lists only that app's model.
+# The serving image bakes in its model's folder (MODEL_DIR: model.onnx + registration.json).
 set -eu
 kind=${1:?usage: build_image.sh serving|trainer}
+plan=${IMAGES_PLAN:-.bench/ci/images.txt}
 case "$kind" in
-  serving) dockerfile=ml/serving/Dockerfile; image=${SERVING_IMAGE:?} ;;
-  trainer) dockerfile=ml/training.Dockerfile; image=${TRAINER_IMAGE:?} ;;
+  serving) dockerfile=ml/serving/Dockerfile ;;
+  trainer) dockerfile=ml/training.Dockerfile ;;
   *) echo "build_image.sh: unknown image '$kind' (serving|trainer)" >&2; exit 2 ;;
 esac
-set -- --destination "$image:${CI_COMMIT_SHA:?}"
+[ -f "$plan" ] || { echo "build_image.sh: $plan missing: run \`make ci-plan\` first" >&2; exit 2; }
+version=""
 if [ -n "${CI_COMMIT_TAG:-}" ]; then
-  set -- "$@" --destination "$image:$(echo "${CI_COMMIT_TAG#v}" | tr '+' '_')"
+  version=$(echo "${CI_COMMIT_TAG##*/}" | sed 's/^v//' | tr '+' '_')
 fi
 mkdir -p /kaniko/.docker
 auth=$(printf '%s:%s' "${CI_REGISTRY_USER:?}" "${CI_REGISTRY_PASSWORD:?}" | base64 | tr -d '\n')
 printf '{"auths":{"%s":{"auth":"%s"}}}\n' "${CI_REGISTRY:?}" "$auth" >/kaniko/.docker/config.json
-exec /kaniko/executor --context "${CI_PROJECT_DIR:-.}" --dockerfile "$dockerfile" \
-  --cache=true --cache-repo "$image/cache" --reproducible "$@"
+built=0
+while read -r line_kind folder image; do
+  [ "$line_kind" = "$kind" ] || continue
+  set -- --destination "$image:${CI_COMMIT_SHA:?}"
+  [ -z "$version" ] || set -- "$@" --destination "$image:$version"
+  /kaniko/executor --context "${CI_PROJECT_DIR:-.}" --dockerfile "$dockerfile" \
+    --build-arg "MODEL_DIR=$folder" --cache=true --cache-repo "$image/cache" --reproducible "$@"
+  built=$((built + 1))
+done <"$plan"
+echo "build_image.sh: built $built $kind image(s)"

@@ -1,16 +1,18 @@
 #!/bin/sh
-# Propose a retrained model for review: commit the new dvc.lock and metrics on a branch and push
-# it with GitLab push options that open the merge request. Used by the Argo WorkflowTemplate's
-# propose step and by the GitLab retrain pipeline (`make propose-retrain`), so both behave alike.
-# The push token (GIT_PUSH_TOKEN) reaches git through a credential helper, never the command line.
+# Propose retrained models for review: commit every changed file of the models' folders (dvc.lock,
+# metrics, plots, cards, registration records) on a branch and push it with GitLab push options
+# that open the merge request. Used by the Argo WorkflowTemplate's propose step and by the GitLab
+# retrain pipeline (`make propose-retrain`), so both behave alike. The push token
+# (GIT_PUSH_TOKEN) reaches git through a credential helper, never the command line.
 set -eu
 branch=${1:?usage: propose_retrain.sh BRANCH REASON}
 reason=${2:?usage: propose_retrain.sh BRANCH REASON}
 target=${CI_DEFAULT_BRANCH:-main}
 git checkout -q -b "$branch"
-git add dvc.lock metrics
+# models/ holds each model's tracked outputs; what DVC caches is git-ignored there
+git add -A models
 if git diff --cached --quiet; then
-  echo "retraining reproduced the committed model exactly: nothing to propose"
+  echo "retraining reproduced the committed models exactly: nothing to propose"
   exit 0
 fi
 git -c user.name=retrain-bot -c user.email=retrain-bot@example.com commit -q \

@@ -11,7 +11,8 @@ traffic routing). The verdict is read from the Rollout's status and its Analysis
 
 Time is scaled like the rehearsal's: pause durations and analysis intervals are divided by
 `--time-factor` (5m -> 5 s at 60) in the applied copy; PromQL windows are not touched.
-Exit codes: 0 promoted, 1 aborted, 2 paused, 3 could not run.
+Exit codes: 0 promoted, 1 aborted, 2 paused, 3 could not run, 4 the controller refused the
+Rollout (InvalidSpec).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import httpx
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ml.catalog import CatalogError, load_catalog
 from ml.registration import RecordError, read_record
 from scripts.cluster.control_plane import REPO_ROOT, ClusterError, Layout, State
 from scripts.cluster.images import build_image
@@ -44,6 +46,7 @@ from scripts.engines import component_version_of, program_path
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.rehearsal.analysis import parse_duration
 from scripts.rehearsal.canary import Outcome, Verdict
+from scripts.rehearsal.orchestrator import RehearsalSetupError, load_rows_from_split
 
 SERVING_DOCKERFILE = REPO_ROOT / "ml" / "serving" / "Dockerfile"
 ENGINE_NOTE = (
@@ -71,6 +74,8 @@ class Options:
     report_dir: Path = REPO_ROOT / "reports" / "canary"
     keep: bool = False
     first_deploy_only: bool = False
+    # the load: the model's own test split (scripts.rehearsal.orchestrator.load_rows_from_split)
+    load: Path | None = None
 
 
 @dataclass
@@ -171,10 +176,9 @@ def process_image(
     ref = f"{repository}:{tag or 'canary-' + digest.hexdigest()[:12]}"
     with tempfile.TemporaryDirectory(prefix="canary-model-") as folder:
         shutil.copy2(model, Path(folder) / "model.onnx")
-        if record.is_file():
-            shutil.copy2(record, Path(folder) / "registration.json")
-        else:
-            (Path(folder) / "registration.json").write_text("{}\n")
+        if not record.is_file():  # the image copies both files, as the real build does
+            raise CanaryError(f"{record}: no registration record beside {model.name}")
+        shutil.copy2(record, Path(folder) / "registration.json")
         build_image(
             SERVING_DOCKERFILE,
             REPO_ROOT,
@@ -312,11 +316,13 @@ class Canary:
             raise CanaryError(f"kubectl {' '.join(args[:3])}: {result.stderr.strip()}")
         return result.stdout
 
-    def apply(self, objects: list[dict[str, Any]]) -> None:
-        """Server-side apply, as Argo CD's sync with ServerSideApply=true does."""
+    def apply(self, objects: list[dict[str, Any]], namespace: str) -> None:
+        """Server-side apply into `namespace`, as Argo CD's sync with ServerSideApply=true
+        does into the Application's destination namespace."""
         text = "\n---\n".join(json.dumps(o) for o in objects)
         self.kubectl(
             "apply",
+            f"--namespace={namespace}",
             "--server-side",
             "--force-conflicts",
             "--field-manager=argocd-controller",
@@ -355,7 +361,6 @@ class Canary:
         set_namespace(objects, namespace)
         for note in scale_time(objects, options.time_factor):
             self.say(f"time-scaled: {note}")
-        service = client_service(objects, rollout)
         container = rollout["spec"]["template"]["spec"]["containers"][0]
         repository, _, stable_tag = container["image"].rpartition(":")
         stable_model = options.stable_model or options.candidate_model
@@ -364,36 +369,57 @@ class Canary:
             self.layout, repository, options.candidate_model, options.faults
         )
         self.say(f"process images: stable {stable_ref}, candidate {candidate_ref}")
+        load = options.load or options.candidate_model.parent / "data/prepared/test.npz"
+        return self.judge(
+            objects, namespace, stable_ref, candidate_ref, lambda: load_rows_from_split(load)
+        )
+
+    def judge(
+        self,
+        objects: list[dict[str, Any]],
+        namespace: str,
+        stable_ref: str,
+        candidate_ref: str,
+        load_rows: Callable[[], list[list[float]]] | None = None,
+    ) -> CanaryResult:
+        """Deploy `objects` with the stable image, then with the candidate image, and read the
+        controller's verdict (the part shared by `make canary` and the rehearsal matrix)."""
+        options = self.options
+        rollout = rollout_of(objects)
+        container = rollout["spec"]["template"]["spec"]["containers"][0]
         self._fresh_namespace(namespace)
         name = rollout["metadata"]["name"]
-        self.apply(objects)
-        self.say(
-            f"applied {len(objects)} objects of {options.overlay} to {namespace} (stable image)"
-        )
+        container["image"] = stable_ref
+        self.apply(objects, namespace)
+        self.say(f"applied {len(objects)} objects to {namespace} (stable image)")
         first, stable_hash = self._wait_first_deploy(namespace, name, objects)
         result_first = f"first deploy promoted without analysis ({first})"
         self.say(result_first)
         if options.first_deploy_only:
             verdict = Verdict(Outcome.PROMOTED, reason="first deploy")
             return self._result(verdict, namespace, result_first, {})
-        rows = _load_rows()
-        load = ServiceLoad(self.api, namespace, service, options.rps, rows)
-        load.start()
-        self.say(
-            f"load: {options.rps:g} req/s to the ready endpoints of Service {service}, round-robin"
-        )
+        load: ServiceLoad | None = None
+        if options.rps > 0 and load_rows is not None:
+            service = client_service(objects, rollout)
+            load = ServiceLoad(self.api, namespace, service, options.rps, load_rows())
+            load.start()
+            self.say(
+                f"load: {options.rps:g} req/s to the ready endpoints of Service {service},"
+                " round-robin"
+            )
         try:
             time.sleep(options.warmup)
             container["image"] = candidate_ref
-            self.apply(objects)
+            self.apply(objects, namespace)
             self.say(
                 f"applied the candidate image {candidate_ref}: the controller starts the canary"
             )
             verdict = self._watch(namespace, name, stable_hash)
         finally:
-            load.stop()
-        requests = {address: count for address, count in sorted(load.sent.items())}
-        return self._result(verdict, namespace, result_first, requests, failed=load.failed)
+            if load is not None:
+                load.stop()
+        requests = dict(sorted(load.sent.items())) if load is not None else {}
+        return self._result(verdict, namespace, result_first, requests)
 
     def _result(
         self,
@@ -401,7 +427,6 @@ class Canary:
         namespace: str,
         first: str,
         requests: dict[str, int],
-        failed: dict[str, int] | None = None,
     ) -> CanaryResult:
         runs = self.analysis_runs(namespace)
         self.say(f"verdict: {verdict.headline()}")
@@ -496,6 +521,16 @@ class Canary:
                 if known_runs.get(run_name) != run_phase:
                     known_runs[run_name] = run_phase
                     self.say(f"AnalysisRun {run_name}: {run_phase}")
+            invalid = next(
+                (
+                    c
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "InvalidSpec" and c.get("status") == "True"
+                ),
+                None,
+            )
+            if invalid is not None:
+                return Verdict(Outcome.INVALID, reason=str(invalid.get("message", "")))
             if status.get("abort"):  # the controller resets the step index when it aborts
                 return self._aborted(namespace, last_step, status)
             last_step = step
@@ -570,12 +605,6 @@ class Canary:
                         message = result.get("message") or (run.get("status") or {}).get("message")
                         return str(result["name"]), str(message or phase)
         return "", ""
-
-
-def _load_rows() -> list[list[float]]:
-    from scripts.rehearsal.orchestrator import class_interleaved_digits
-
-    return class_interleaved_digits()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,9 +694,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--overlay", type=Path, default=REPO_ROOT / "apps/digits-classifier/overlays/staging"
+        "--name",
+        default=None,
+        help="a model of models.yaml (default: the first); sets the defaults",
     )
-    parser.add_argument("--candidate-model", type=Path, default=REPO_ROOT / "models/model.onnx")
+    parser.add_argument("--overlay", type=Path, default=None, help="default: its app's staging")
+    parser.add_argument(
+        "--candidate-model", type=Path, default=None, help="default: the model folder's model.onnx"
+    )
+    parser.add_argument("--load", type=Path, default=None, help="default: its test split")
     parser.add_argument("--stable-model", type=Path, default=None, help="default: the candidate")
     parser.add_argument(
         "--namespace", default=None, help="default: the overlay's, suffixed with a run id"
@@ -679,10 +714,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canary-degrade", choices=("shuffle", "constant"), default=None)
     parser.add_argument("--manual-gates", choices=("pass", "stop"), default="pass")
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports" / "canary")
+    parser.add_argument("--report-dir", type=Path, default=None, help="reports/canary/<name>")
     parser.add_argument("--keep", action="store_true", help="leave the namespace for inspection")
     parser.add_argument("--first-deploy-only", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        catalog = load_catalog(REPO_ROOT / "models.yaml")
+        entry = catalog.get(args.name) if args.name else catalog.entries[0]
+    except CatalogError as exc:
+        print(f"canary: {exc}", file=sys.stderr)
+        return 3
+    folder = REPO_ROOT / entry.folder
     faults = {
         key: str(value)
         for key, value in (
@@ -693,8 +735,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None
     }
     options = Options(
-        overlay=args.overlay,
-        candidate_model=args.candidate_model,
+        overlay=args.overlay or REPO_ROOT / "apps" / entry.app / "overlays" / "staging",
+        candidate_model=args.candidate_model or folder / "model.onnx",
+        load=args.load or folder / "data" / "prepared" / "test.npz",
         stable_model=args.stable_model,
         namespace=args.namespace,
         time_factor=args.time_factor,
@@ -702,13 +745,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults=faults,
         manual_gates=args.manual_gates,
         timeout=args.timeout,
-        report_dir=args.report_dir,
+        report_dir=args.report_dir or REPO_ROOT / "reports" / "canary" / entry.name,
         keep=args.keep,
         first_deploy_only=args.first_deploy_only,
     )
     try:
         result = Canary(options).run()
-    except (CanaryError, ClusterError, ApiException, RecordError) as exc:
+    except (CanaryError, ClusterError, ApiException, RecordError, RehearsalSetupError) as exc:
         print(f"canary: {exc}", file=sys.stderr)
         return 3
     write_reports(result, options.report_dir)

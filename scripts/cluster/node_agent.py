@@ -53,6 +53,7 @@ RUNTIME = "local-processes://v1 (containers run as local processes; no container
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 STATUS_SECONDS = 60
+RESYNC_SECONDS = 5
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -734,6 +735,7 @@ class Agent:
         self.stopping = threading.Event()
         self._records: dict[str, dict[str, Any]] = {}
         self._records_lock = threading.Lock()
+        self._handle_lock = threading.Lock()
         self._runnable: dict[tuple[str, int, int | None], bool] = {}
 
     def say(self, text: str) -> None:
@@ -928,6 +930,10 @@ class Agent:
     # -- pods --------------------------------------------------------------------------------
 
     def handle(self, event: str, pod: dict[str, Any]) -> None:
+        with self._handle_lock:  # the watch and the resync both hand pods in
+            self._handle(event, pod)
+
+    def _handle(self, event: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
         runtime = self.pods.get(uid)
         if event == "DELETED":
@@ -1010,6 +1016,26 @@ class Agent:
                 self.say(f"pod watch interrupted: {exc}; retrying")
                 self.stopping.wait(1)
 
+    def resync(self) -> None:
+        """Every RESYNC_SECONDS, list this node's pods and handle what the watch did not
+        deliver: the kubelet resyncs too, and under load a watch here has stayed open while a
+        newly bound pod never came through it."""
+        selector = f"spec.nodeName={self.node_name}"
+        while not self.stopping.wait(RESYNC_SECONDS):
+            try:
+                listing = self.core.list_pod_for_all_namespaces(
+                    field_selector=selector, _request_timeout=(10, 30)
+                )
+            except Exception as exc:  # the next round tries again
+                self.say(f"resync failed: {exc}")
+                continue
+            for item in listing.items:
+                pod = self.api.sanitize_for_serialization(item)
+                runtime = self.pods.get(pod["metadata"]["uid"])
+                deleting = bool(pod["metadata"].get("deletionTimestamp"))
+                if runtime is None or (deleting and not runtime.deleting.is_set()):
+                    self.handle("MODIFIED" if runtime else "ADDED", pod)
+
     def shutdown(self) -> None:
         """Stop every pod's processes (the Node and pods stay in the API, as after a crash)."""
         self.stopping.set()
@@ -1042,6 +1068,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threading.Thread(target=agent.heartbeat, daemon=True).start()
     watcher = threading.Thread(target=agent.watch_pods, daemon=True)
     watcher.start()
+    threading.Thread(target=agent.resync, daemon=True).start()
     while not agent.stopping.wait(0.5):
         pass
     agent.say("stopping: terminating every pod's processes")

@@ -20,19 +20,26 @@ from scripts.manifests.render import (
 from scripts.manifests.model import TargetResult
 from scripts.manifests.validate import Checks, apply_kubeconform, validate_all
 
-DEFAULT_MODEL = REPO_ROOT / "models" / "model.onnx"
+
+def default_model() -> Path:
+    """The first model of models.yaml: every model's service exports the same metric names."""
+    from ml.catalog import load_catalog
+
+    entry = load_catalog(REPO_ROOT / "models.yaml").entries[0]
+    return REPO_ROOT / entry.folder / "model.onnx"
 
 
 def resolve_metrics(args: argparse.Namespace) -> tuple[set[str], str, bool]:
     """(exported names, where they came from, live?) following the flags, else automatically:
-    start ml.serving on models/model.onnx when both exist, else fall back to the contract."""
+    start ml.serving on the first model's model.onnx when both exist, else fall back to the
+    contract."""
     if args.metrics_url:
         text = metrics.fetch_exposition(args.metrics_url)
         return metrics.exported_metric_names(text), f"live /metrics at {args.metrics_url}", True
     if args.metrics_file:
         text = Path(args.metrics_file).read_text()
         return metrics.exported_metric_names(text), f"exposition file {args.metrics_file}", False
-    model = Path(args.serve_model) if args.serve_model else DEFAULT_MODEL
+    model = Path(args.serve_model) if args.serve_model else default_model()
     if args.serve_model or (metrics.service_available() and model.is_file()):
         text = metrics.serve_and_fetch(model)
         return metrics.exported_metric_names(text), f"live /metrics of ml.serving ({model})", True

@@ -239,7 +239,10 @@ def check_release_image(
             for field, c in pod.containers():
                 image = str(c.get("image", ""))
                 base = re.split(r"[:@]", image.rsplit("/", 1)[-1])[0]
-                if base == app or image.startswith(str(repo)):
+                # the repository without tag or digest: a prefix match would take another
+                # image of the same app (`<app>-trainer`) for this one
+                repository = image[: len(image) - len(image.rsplit("/", 1)[-1])] + base
+                if base == app or repository == str(repo):
                     found = True
                     if image != expected:
                         yield Finding(

@@ -2,8 +2,9 @@
 
 Exit codes: 0 Promoted, 1 Aborted, 2 Paused (inconclusive analysis or a manual gate with
 ``--manual-gates stop``), 3 the rehearsal could not run (bad input, missing Prometheus, a feature
-it cannot reproduce), 130 interrupted. Writes ``rehearsal.md`` (merge-request report) and
-``rehearsal-junit.xml`` (CI) to ``--out``.
+it cannot reproduce), 4 InvalidSpec (the controller would refuse the Rollout: an unresolved
+argument, an inline metric without an end), 130 interrupted. Writes ``rehearsal.md``
+(merge-request report) and ``rehearsal-junit.xml`` (CI) to ``--out``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
 
+from ml.catalog import CatalogError
 from scripts.rehearsal.analysis import AnalysisSpecError, RehearsalUnsupported
 from scripts.rehearsal.canary import Event, RehearsalTimeout, RolloutSpecError
 from scripts.rehearsal.expr import UnsupportedExpression
@@ -24,6 +26,7 @@ from scripts.rehearsal.orchestrator import (
     RehearsalEnvironment,
     RehearsalOptions,
     RehearsalSetupError,
+    load_rows_from_split,
     run_rehearsal,
 )
 from scripts.rehearsal.report import format_event, render_junit, render_markdown
@@ -51,18 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(
-        "--overlay",
-        type=Path,
-        default=REPO_ROOT / "apps/digits-classifier/overlays/staging",
-        help="kustomize overlay whose Rollout and AnalysisTemplates are rehearsed",
+        "--name",
+        default=None,
+        help="the model of models.yaml to rehearse (default: the first); sets the defaults below",
     )
     parser.add_argument(
-        "--model", default=str(REPO_ROOT / "models/model.onnx"), help="candidate (MODEL_URI)"
+        "--overlay",
+        type=Path,
+        default=None,
+        help="kustomize overlay whose Rollout and AnalysisTemplates are rehearsed"
+        " (default: apps/<app>/overlays/staging)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="candidate (MODEL_URI; default: <folder>/model.onnx)"
     )
     parser.add_argument(
         "--registration",
         default=None,
-        help="candidate's registration.json (default: models/registration.json if present)",
+        help="candidate's registration record (default: the model's, with its registry version"
+        " when this machine registered it)",
+    )
+    parser.add_argument(
+        "--load",
+        type=Path,
+        default=None,
+        help="the split whose rows are sent (default: <folder>/data/prepared/test.npz)",
     )
     parser.add_argument(
         "--stable-model",
@@ -92,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-seconds", type=float, default=300.0, help="time budget")
     parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "reports/rehearsal", help="report directory"
+        "--out",
+        type=Path,
+        default=None,
+        help="report directory (default: reports/rehearsal/<name>)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, TSDB)")
     parser.add_argument(
@@ -104,17 +123,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_model(args: argparse.Namespace) -> None:
+    """Fill the per-model defaults from models.yaml (the named model, else the first)."""
+    from ml.catalog import load_catalog
+    from ml.registration import RecordError, local_record_path, read_best_record
+
+    catalog = load_catalog(REPO_ROOT / "models.yaml")
+    entry = catalog.get(args.name) if args.name else catalog.entries[0]
+    folder = REPO_ROOT / entry.folder
+    args.name = entry.name
+    args.overlay = args.overlay or REPO_ROOT / "apps" / entry.app / "overlays" / "staging"
+    args.out = args.out or REPO_ROOT / "reports" / "rehearsal" / entry.name
+    args.load = args.load or folder / "data" / "prepared" / "test.npz"
+    default_model = folder / "model.onnx"
+    chosen = Path(args.model).resolve() if args.model else default_model
+    args.model = str(chosen)
+    tracked = folder / "registration.json"
+    # The pipeline's record describes the pipeline's model only (the service checks its sha256);
+    # the local record adds this machine's registry version when it describes the same model.
+    if args.registration is None and chosen == default_model.resolve() and tracked.is_file():
+        try:
+            best = read_best_record(tracked)
+        except RecordError:
+            best = None
+        local = local_record_path(tracked)
+        args.registration = str(local if best is not None and best.version else tracked)
+
+
 def options_from(args: argparse.Namespace) -> RehearsalOptions:
-    registration = args.registration
-    default_registration = REPO_ROOT / "models/registration.json"
-    # The pipeline's record describes the pipeline's model only (the service checks its sha256).
-    default_model = Path(args.model).resolve() == (REPO_ROOT / "models/model.onnx").resolve()
-    if registration is None and default_model and default_registration.is_file():
-        registration = str(default_registration)
     return RehearsalOptions(
         overlay=args.overlay,
         candidate_model=args.model,
-        registration=registration,
+        load_rows=load_rows_from_split(args.load) if args.load else (),
+        registration=args.registration,
         stable_model=args.stable_model,
         stable_registration=args.stable_registration,
         time_factor=args.time_factor,
@@ -137,14 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.time_factor <= 0 or args.rps <= 0 or args.repeat < 1:
         print("rehearsal: --time-factor, --rps and --repeat must be > 0", file=sys.stderr)
         return EXIT_CANNOT_REHEARSE
-    options = options_from(args)
+    try:
+        resolve_model(args)
+        options = options_from(args)
+    except (CatalogError, RehearsalSetupError) as exc:
+        print(f"rehearsal: cannot rehearse: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_REHEARSE
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
 
     def show(event: Event, env: RehearsalEnvironment) -> None:
         print(format_event(event), flush=True)
 
     print(
-        f"rehearsal: overlay {options.overlay}, candidate {options.candidate_model}, stable "
+        f"rehearsal of {args.name}: overlay {options.overlay}, candidate {options.candidate_model},"
+        f" load {args.load}, stable "
         f"{options.stable_model or 'the candidate'}, time factor {options.time_factor:g} "
         "(a local stand-in for the Argo Rollouts controller)",
         flush=True,

@@ -696,6 +696,19 @@ def assess_metric(metric: MetricSpec, result: MetricResult, terminating: bool) -
         )
     effective = metric.effective_count
     if effective is not None and result.count >= effective:
+        # Since v1.8, with a consecutiveSuccessLimit the count reached without the streak is no
+        # success: Inconclusive while failureLimit applies (>= 0), Failed when it is -1.
+        if metric.consecutive_success_limit > 0:
+            streak = (
+                f"count ({effective}) reached without consecutiveSuccessLimit "
+                f"({metric.consecutive_success_limit})"
+            )
+            if metric.failure_limit >= 0:
+                return (
+                    Phase.INCONCLUSIVE,
+                    f"{streak}; failureLimit ({metric.failure_limit}) not violated",
+                )
+            return Phase.FAILED, streak
         return Phase.SUCCESSFUL, f"count ({effective}) reached"
     if terminating:
         return Phase.SUCCESSFUL, "run terminated"

@@ -25,6 +25,7 @@ Steps are numbered from 0, like the controller's ``currentStepIndex`` and ``star
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -39,6 +40,7 @@ from scripts.rehearsal.analysis import (
     RehearsalUnsupported,
     pause_seconds,
     run_spec_from_templates,
+    template_metric,
 )
 from scripts.rehearsal.prometheus import QueryFunction
 
@@ -55,12 +57,15 @@ class Outcome(str, Enum):
     PROMOTED = "Promoted"
     ABORTED = "Aborted"
     PAUSED = "Paused"
+    # The controller refuses the Rollout itself (condition InvalidSpec, phase Degraded): no
+    # canary starts, the stable keeps serving, nothing is analysed.
+    INVALID = "InvalidSpec"
 
     def __str__(self) -> str:
         return self.value
 
 
-EXIT_CODES = {Outcome.PROMOTED: 0, Outcome.ABORTED: 1, Outcome.PAUSED: 2}
+EXIT_CODES = {Outcome.PROMOTED: 0, Outcome.ABORTED: 1, Outcome.PAUSED: 2, Outcome.INVALID: 4}
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,12 @@ class Verdict:
         return EXIT_CODES[self.outcome]
 
     def headline(self) -> str:
+        if self.outcome == Outcome.INVALID:
+            return f"InvalidSpec: the controller refuses the Rollout ({self.reason})"
         if self.outcome == Outcome.PROMOTED:
             text = "Promoted"
+            if self.reason:
+                text += f" ({self.reason})"
             if self.gates_passed:
                 gates = ", ".join(str(step) for step in self.gates_passed)
                 text += f" (manual gate at step {gates} passed by the rehearsal)"
@@ -280,27 +289,100 @@ def _canary(rollout: Mapping[str, Any]) -> Mapping[str, Any]:
 def find_templates(
     analysis: Mapping[str, Any], templates: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
-    """The (Cluster)AnalysisTemplates an analysis block references, from the rendered manifests."""
-    found: list[Mapping[str, Any]] = []
-    for ref in analysis.get("templates") or []:
-        kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
-        name = ref.get("templateName")
-        matches = [
-            t
-            for t in templates
-            if t.get("kind") == kind and (t.get("metadata") or {}).get("name") == name
-        ]
-        if not matches:
-            raise RolloutSpecError(f"{kind} {name!r} is not in the rendered manifests")
-        found.append(matches[0])
-    return found
+    """The (Cluster)AnalysisTemplates an analysis block references, from the rendered manifests,
+    with the templates those reference in their own `spec.templates` (nested, any depth), each
+    kept once by name: namespaced ones first, then cluster-scoped ones, as the controller
+    (v1.8) flattens them."""
+    found: dict[str, list[Mapping[str, Any]]] = {
+        "AnalysisTemplate": [],
+        "ClusterAnalysisTemplate": [],
+    }
+
+    def visit(refs: Sequence[Mapping[str, Any]], trail: tuple[str, ...]) -> None:
+        for ref in refs:
+            kind = "ClusterAnalysisTemplate" if ref.get("clusterScope") else "AnalysisTemplate"
+            name = ref.get("templateName")
+            if f"{kind}/{name}" in trail:
+                raise RolloutSpecError(f"{kind} {name!r} references itself through {trail}")
+            matches = [
+                t
+                for t in templates
+                if t.get("kind") == kind and (t.get("metadata") or {}).get("name") == name
+            ]
+            if not matches:
+                raise RolloutSpecError(f"{kind} {name!r} is not in the rendered manifests")
+            found[kind].append(matches[0])
+            nested = (matches[0].get("spec") or {}).get("templates") or []
+            visit(nested, trail + (f"{kind}/{name}",))
+
+    visit(analysis.get("templates") or [], ())
+    unique: list[Mapping[str, Any]] = []
+    for kind in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
+        seen: set[str] = set()
+        for template in found[kind]:
+            name = str((template.get("metadata") or {}).get("name"))
+            if name not in seen:
+                seen.add(name)
+                unique.append(template)
+    return unique
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicas: without traffic routing, a weight is a replica count
+
+
+def _int_or_percent(value: Any, total: int, round_up: bool, default: str) -> int:
+    text = str(default if value is None else value)
+    if text.endswith("%"):
+        exact = total * float(text[:-1]) / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
+    return int(text)
+
+
+def max_surge(rollout: Mapping[str, Any], replicas: int) -> int:
+    """The canary's maxSurge (default 25%, rounded up), as the controller resolves it."""
+    canary = _canary(rollout)
+    surge = _int_or_percent(canary.get("maxSurge"), replicas, True, "25%")
+    unavailable = _int_or_percent(canary.get("maxUnavailable"), replicas, False, "25%")
+    return surge if surge or unavailable else 0
+
+
+def replica_split(replicas: int, weight: int, surge: int) -> tuple[int, int]:
+    """(canary, stable) pods the controller aims at for `weight` without traffic routing: the
+    count (with one surge pod when allowed) whose share is closest to the weight, the larger
+    canary on a tie, never 0 canary pods for a weight of 1-99 on two pods or more (v1.8)."""
+    if replicas == 0:
+        return 0, 0
+    exact = replicas * weight / 100
+    ceiling, floor = math.ceil(exact), math.floor(exact)
+    zero_allowed = weight in (0, 100) or (replicas == 1 and surge == 0)
+
+    def tied(total: int) -> bool:
+        return math.modf(total * weight / 100)[0] == 0.5
+
+    options: list[tuple[int, int]] = []
+    if ceiling < replicas or zero_allowed:
+        options.append((ceiling, replicas))
+    if not tied(replicas) and (floor != 0 or zero_allowed):
+        options.append((floor, replicas))
+    if surge > 0:
+        options.append((ceiling, replicas + 1))
+        if not tied(replicas + 1) and (floor != 0 or zero_allowed):
+            options.append((floor, replicas + 1))
+    if not options:
+        return 0, replicas
+    best = options[0]
+    for option in options[1:]:
+        if abs(option[0] * 100 / option[1] - weight) < abs(best[0] * 100 / best[1] - weight):
+            best = option
+    return best[0], best[1] - best[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # The driver
 
 
-WeightSetter = Callable[[int], None]
+WeightSetter = Callable[[float], None]
 EventSink = Callable[[Event], None]
 
 
@@ -330,6 +412,7 @@ class CanaryRehearsal:
         max_seconds: float = 600.0,
         default_address: str | None = None,
         min_pause_seconds: float = 0.0,
+        first_deploy: bool = False,
     ) -> None:
         if time_factor <= 0:
             raise ValueError("time_factor must be > 0")
@@ -347,6 +430,13 @@ class CanaryRehearsal:
         # With real Prometheus, a scaled pause shorter than two scrapes leaves the canary without
         # a rate() at all; the orchestrator floors pauses there and the timeline says so.
         self.min_pause_seconds = min_pause_seconds
+        # No stable ReplicaSet yet: the controller promotes at once, skipping steps and analysis.
+        self.first_deploy = first_deploy
+        # Without traffic routing the share of requests is the share of pods (replica_split);
+        # with routing, or when the replica count is unknown, it is the weight itself.
+        routed = bool(_canary(rollout).get("trafficRouting"))
+        replicas = int((rollout.get("spec") or {}).get("replicas") or 1)  # the controller's default
+        self.replicas = None if routed else replicas
         self.steps = parse_steps(rollout)
         canary = _canary(rollout)
         self.background: Mapping[str, Any] | None = canary.get("analysis")
@@ -379,8 +469,19 @@ class CanaryRehearsal:
         if weight == self.weight and not force:
             return
         self.weight = weight
+        share = float(weight)
+        if self.replicas is not None and 0 < weight < 100:
+            canary, stable = replica_split(
+                self.replicas, weight, max_surge(self.rollout, self.replicas)
+            )
+            share = 100.0 * canary / (canary + stable)
+            self._emit(
+                "note",
+                f"setWeight {weight} without traffic routing: {canary} canary pod(s) beside"
+                f" {stable} stable ({share:.0f}% of requests)",
+            )
         if self.set_weight_callback is not None:
-            self.set_weight_callback(weight)
+            self.set_weight_callback(share)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -460,8 +561,63 @@ class CanaryRehearsal:
 
     # -- main loop ------------------------------------------------------------------------
 
+    def validation_error(self) -> str | None:
+        """Why the controller would mark the Rollout InvalidSpec, or None.
+
+        What its Rollout validation checks (v1.8), for every inline analysis step: the run can be
+        built from the templates and the step's args (every arg resolved, no duplicate metric);
+        each template's metrics resolve their `{{...}}` against the template's own args (values
+        stood in for); and every metric ends (a count, or no interval). A background analysis
+        needs each value-less template arg supplied by the Rollout. Other mistakes (a count
+        without an interval, a bad condition) pass validation and make the run Error instead."""
+        for step in self.steps:
+            if step.kind != "analysis":
+                continue
+            templates = find_templates(step.body, self.templates)
+            try:
+                run_spec_from_templates(templates, step.body.get("args") or [], self.args)
+                for template in templates:
+                    spec = template.get("spec") or {}
+                    args = {str(a.get("name")): "dummy-value" for a in spec.get("args") or []}
+                    args.update(
+                        {
+                            str(a.get("name")): str(a["value"])
+                            for a in spec.get("args") or []
+                            if a.get("value") is not None
+                        }
+                    )
+                    for metric in spec.get("metrics") or []:
+                        resolved = template_metric(metric, args)
+                        if resolved.get("interval") and not resolved.get("count"):
+                            return (
+                                f"step {step.index}: metric {resolved.get('name')} runs"
+                                " indefinitely (an inline analysis needs a count)"
+                            )
+            except AnalysisSpecError as exc:
+                return f"step {step.index}: {exc}"
+        if self.background is not None:
+            supplied = {str(a.get("name")) for a in self.background.get("args") or []}
+            for template in find_templates(self.background, self.templates):
+                for arg in (template.get("spec") or {}).get("args") or []:
+                    if arg.get("value") is None and arg.get("valueFrom") is None:
+                        if arg.get("name") not in supplied:
+                            name = (template.get("metadata") or {}).get("name")
+                            return f"background analysis: {name}: arg {arg.get('name')} missing"
+        return None
+
     def run(self) -> RehearsalResult:
         self.start = self.clock.now()
+        invalid = self.validation_error()
+        if invalid is not None or self.first_deploy:
+            early = (
+                Verdict(Outcome.INVALID, reason=invalid)
+                if invalid is not None
+                else Verdict(Outcome.PROMOTED, reason="first deploy: every step skipped")
+            )
+            self._emit("verdict", early.headline(), phase=str(early.outcome))
+            return RehearsalResult(
+                early, self.events, [], 0.0, self.time_factor, [s.describe() for s in self.steps]
+            )
         deadline = self.start + self.max_seconds
         self._set_weight(0, force=True)
         background: RunRecord | None = None

@@ -195,21 +195,23 @@ def prometheus_config(targets: Sequence[ScrapeTarget], scrape_interval: float) -
 # Load
 
 
-def class_interleaved_digits() -> list[list[float]]:
-    """The embedded 8x8 digits (scikit-learn ships them; no download), ordered 0,1,...,9,0,1,...
+def load_rows_from_split(path: Path) -> list[list[float]]:
+    """The load a rehearsal sends: the model's own test split (never rows it trained on),
+    ordered class 0, 1, ..., 0, 1, ... so that each instance, walking the list from the start,
+    sees the same class mix as the other: the class-shift analysis then measures the model, not
+    the luck of which rows each side happened to draw."""
+    from ml.cli import StageError
+    from ml.data import class_interleaved, load_split
 
-    Each instance walks this list from the start, so any run of requests it serves has the same
-    class mix as the other's: the class-shift analysis then measures the model, not the luck of
-    which images each side happened to draw.
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    by_class: dict[int, list[list[float]]] = {}
-    for row, label in zip(digits.data.tolist(), digits.target.tolist()):
-        by_class.setdefault(int(label), []).append([float(x) for x in row])
-    rounds = min(len(rows) for rows in by_class.values())
-    return [by_class[c][i] for i in range(rounds) for c in sorted(by_class)]
+    try:
+        split = load_split(path.parent, path.stem)
+    except StageError as exc:
+        raise RehearsalSetupError(f"{exc} (the load is the model's test split)") from None
+    classes = int(split.y.max()) + 1 if len(split.y) else 0
+    if classes == 0:
+        raise RehearsalSetupError(f"{path}: an empty test split cannot drive a rehearsal")
+    rows: list[list[float]] = class_interleaved(split, classes).tolist()
+    return rows
 
 
 @dataclass
@@ -231,13 +233,13 @@ class LoadGenerator:
         self.urls = dict(urls)
         self.bodies = [json.dumps({"instances": [list(row)]}).encode() for row in rows]
         self.rps = rps
-        self.weight = 0
+        self.weight = 0.0
         self.stats = {role: LoadStats() for role in self.urls}
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: float) -> None:
         with self._changed:
             self.weight = weight
             self._changed.notify_all()
@@ -300,7 +302,9 @@ class LoadGenerator:
 @dataclass
 class RehearsalOptions:
     overlay: Path = REPO_ROOT / "apps/digits-classifier/overlays/staging"
-    candidate_model: str = str(REPO_ROOT / "models/model.onnx")
+    candidate_model: str = str(REPO_ROOT / "models/digits/model.onnx")
+    # the requests: rows of the candidate's own test split (load_rows_from_split)
+    load_rows: Sequence[Sequence[float]] = ()
     registration: str | None = None
     stable_model: str | None = None  # default: the candidate itself (first release)
     stable_registration: str | None = None
@@ -335,7 +339,23 @@ def load_manifests(overlay: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     templates = [
         o for o in objects if o.get("kind") in ("AnalysisTemplate", "ClusterAnalysisTemplate")
     ]
-    return rollouts[0], templates
+    return with_replicas(rollouts[0], objects), templates
+
+
+def with_replicas(rollout: dict[str, Any], objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Rollout with the replica count it will run at: an HPA that targets it sets
+    spec.replicas (its minReplicas at rest), which decides the canary's pods per weight."""
+    spec = rollout.get("spec") or {}
+    if spec.get("replicas") is not None:
+        return rollout
+    name = (rollout.get("metadata") or {}).get("name")
+    for obj in objects:
+        hpa = obj.get("spec") or {}
+        target = hpa.get("scaleTargetRef") or {}
+        if obj.get("kind") == "HorizontalPodAutoscaler" and target.get("kind") == "Rollout":
+            if target.get("name") == name:
+                return {**rollout, "spec": {**spec, "replicas": int(hpa.get("minReplicas", 1))}}
+    return rollout
 
 
 class RehearsalEnvironment:
@@ -420,7 +440,7 @@ class RehearsalEnvironment:
         )
         self.load = LoadGenerator(
             {role: f"{url}/predict" for role, url in self.service_urls.items()},
-            class_interleaved_digits(),
+            self.options.load_rows,
             self.options.rps,
         )
         self.load.start()
@@ -512,7 +532,7 @@ class RehearsalEnvironment:
     def client(self) -> PrometheusClient:
         return PrometheusClient(address_override=self.prometheus_url)
 
-    def set_weight(self, weight: int) -> None:
+    def set_weight(self, weight: float) -> None:
         assert self.load is not None
         self.load.set_weight(weight)
 
@@ -529,6 +549,8 @@ def run_rehearsal(
     for model in (options.candidate_model, options.stable_model):
         if model and not model.startswith("models:/") and not Path(model).is_file():
             raise RehearsalSetupError(f"model {model} does not exist: run `make pipeline` first")
+    if not options.load_rows:
+        raise RehearsalSetupError("no load: the options carry no rows (the model's test split)")
     rollout, templates = manifests or load_manifests(options.overlay)
     with RehearsalEnvironment(options, rollout) as env:
         ready = time.monotonic()

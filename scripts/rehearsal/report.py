@@ -12,7 +12,12 @@ STAND_IN_NOTE = (
     "Local stand-in for the Argo Rollouts controller (scripts/rehearsal), reproducing its analysis "
     "semantics; Prometheus and the model service are real."
 )
-_ICONS = {Outcome.PROMOTED: "✅", Outcome.ABORTED: "❌", Outcome.PAUSED: "⏸️"}
+_ICONS = {
+    Outcome.PROMOTED: "✅",
+    Outcome.ABORTED: "❌",
+    Outcome.PAUSED: "⏸️",
+    Outcome.INVALID: "⛔",
+}
 
 
 def format_event(event: Event) -> str:

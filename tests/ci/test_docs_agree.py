@@ -53,14 +53,33 @@ def test_readme_tree_names_real_paths() -> None:
 
 
 def test_release_dry_run_variable_reaches_the_tool() -> None:
-    """README promises `make release TAG=v1.2.3 DRY_RUN=1` only prints the diff."""
+    """README promises `make release TAG=<app>/vX.Y.Z DRY_RUN=1` only prints the diff."""
     import subprocess
 
+    assert "make release TAG=digits-classifier/v1.2.3 DRY_RUN=1" in README.replace("\n  ", " ")
     shown = subprocess.run(
-        ["make", "-n", "release", "TAG=v1.2.3", "DRY_RUN=1", "CI="],
+        ["make", "-n", "release", "TAG=digits-classifier/v1.2.3", "DRY_RUN=1", "CI="],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "-m scripts.release v1.2.3 --dry-run" in shown and "--push" not in shown
+    assert "-m scripts.release digits-classifier/v1.2.3 --dry-run" in shown
+    assert "--push" not in shown
+
+
+def test_model_targets_take_model_and_loop_over_the_list() -> None:
+    """README: targets that work on models take MODEL=<name> and otherwise loop over all."""
+    import subprocess
+
+    def dry(*args: str) -> str:
+        return subprocess.run(
+            ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert 'scripts.models pipelines ""' in dry("pipeline")
+    assert 'scripts.models pipelines "breast-cancer"' in dry("pipeline", "MODEL=breast-cancer")
+    for target in ("rehearse", "seed-sweep", "drift"):
+        assert "scripts.models names" in dry(target), target
+    for target in ("run", "pipeline", "rehearse", "report", "seed-sweep", "drift", "serve"):
+        assert re.search(rf"^{target}:.*## .*(model|MODEL)", MAKEFILE, re.M), target

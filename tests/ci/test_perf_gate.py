@@ -9,28 +9,34 @@ import pytest
 
 from scripts import perf_gate
 
-BASE = {"predict_p50_ratio": 2.0, "predict_p99_ratio": 4.0, "pipeline_ratio": 1.5}
+BASE = {"m/predict_p50_ratio": 2.0, "m/predict_p99_ratio": 4.0, "pipeline_ratio": 1.5}
+
+
+def measured_as(p50: float, p99: float, pipeline: float) -> dict[str, float]:
+    return {"m/predict_p50_ratio": p50, "m/predict_p99_ratio": p99, "pipeline_ratio": pipeline}
 
 
 @pytest.mark.parametrize(
     ("measured", "failed"),
     [
-        ({"predict_p50_ratio": 2.2, "predict_p99_ratio": 4.0, "pipeline_ratio": 1.5}, []),  # +10%
-        (
-            {"predict_p50_ratio": 2.21, "predict_p99_ratio": 4.0, "pipeline_ratio": 1.5},
-            ["predict_p50_ratio"],
-        ),
-        ({"predict_p50_ratio": 1.0, "predict_p99_ratio": 2.0, "pipeline_ratio": 1.0}, []),  # faster
-        (
-            {"predict_p50_ratio": 2.0, "predict_p99_ratio": 4.0, "pipeline_ratio": 1.8},
-            ["pipeline_ratio"],
-        ),
+        (measured_as(2.2, 4.0, 1.5), []),  # +10%
+        (measured_as(2.21, 4.0, 1.5), ["m/predict_p50_ratio"]),
+        (measured_as(1.0, 2.0, 1.0), []),  # faster
+        (measured_as(2.0, 4.0, 1.8), ["pipeline_ratio"]),
     ],
 )
 def test_more_than_ten_percent_slower_fails(measured: dict[str, float], failed: list[str]) -> None:
     checks = perf_gate.compare(BASE, measured)
     assert [c.name for c in checks if not c.passed] == failed
     assert "REGRESSED" in perf_gate.table(checks, measured) if failed else True
+
+
+def test_a_model_without_a_baseline_is_measured_not_gated() -> None:
+    measured = {**measured_as(2.0, 4.0, 1.5), "new/predict_p50_ratio": 99.0}
+    measured["new/predict_p99_ratio"] = 99.0
+    checks = perf_gate.compare(BASE, measured)
+    assert all(c.passed for c in checks) and len(checks) == 3
+    assert perf_gate.ungated(BASE, measured) == ["new"]
 
 
 def test_a_confirming_measurement_keeps_each_percentile_at_its_better_run() -> None:
@@ -46,7 +52,7 @@ def test_a_confirming_measurement_keeps_each_percentile_at_its_better_run() -> N
 
 def test_missing_metric_is_an_error() -> None:
     with pytest.raises(SystemExit, match="no baseline or measurement"):
-        perf_gate.compare({"predict_p50_ratio": 1.0}, BASE)
+        perf_gate.compare({"m/predict_p50_ratio": 1.0}, BASE)
 
 
 def test_missing_pipeline_bench_is_an_error(tmp_path: Path) -> None:
@@ -65,23 +71,20 @@ def test_gate_measures_the_real_service(
     ]
     bench.write_text(json.dumps({"rows": rows}))
     baseline = tmp_path / "baseline.json"
-    common = [
-        "--model",
-        str(pipeline_workspace / "models/model.onnx"),
-        "--pipeline-json",
-        str(bench),
-    ]
+    common = ["--root", str(pipeline_workspace), "--models", "digits breast-cancer"]
+    common += ["--pipeline-json", str(bench)]
     common += ["--baseline", str(baseline), "--passes", "2", "--requests", "100"]
     assert perf_gate.main([*common, "--update"]) == 0
     recorded = json.loads(baseline.read_text())
-    assert recorded["pipeline_ratio"] == 2.0 and recorded["predict_p50_ms"] > 0
+    assert recorded["pipeline_ratio"] == 2.0 and recorded["digits/predict_p50_ms"] > 0
+    assert recorded["breast-cancer/predict_p99_ratio"] > 0  # each model of the list
     recorded["pipeline_ratio"] = 1.0  # pretend the pipeline used to be twice as fast
     baseline.write_text(json.dumps(recorded))
     assert perf_gate.main(common) == 1
     assert "pipeline_ratio" in capsys.readouterr().err
-    recorded["predict_p99_ratio"] /= 10  # and the service ten times faster: confirmed, then fails
+    recorded["breast-cancer/predict_p99_ratio"] /= 10  # ten times faster: confirmed, then fails
     baseline.write_text(json.dumps(recorded))
     assert perf_gate.main(common) == 1
     captured = capsys.readouterr()
     assert "measuring the service again to confirm" in captured.out
-    assert "predict_p99_ratio" in captured.err
+    assert "breast-cancer/predict_p99_ratio" in captured.err

@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,34 +47,127 @@ def listed(glcl: str, cwd: Path, *variables: str) -> dict[str, str]:
     return jobs
 
 
-def test_merge_request_pipeline(glcl: str) -> None:
-    jobs = listed(glcl, REPO, "CI_PIPELINE_SOURCE=merge_request_event", "CI_COMMIT_BRANCH=")
-    assert list(jobs) == [
-        "lint",
-        "test",
-        "launch-runner",
-        "train",
-        "report",
-        "manifests",
-        "kubeconform",
-        "rehearse",
-        "perf-gate",
-    ]
-    assert jobs["train"] == "[launch-runner]" and jobs["report"] == "[train]"
+def scratch(tmp_path: Path, change: Callable[[Path], None]) -> tuple[Path, str]:
+    """A git copy of the repo whose origin/main is the copy as it is, with `change` committed on
+    top: what a merge request's pipeline sees. Returns (repo, base sha)."""
+    repo = copy_repo(tmp_path / "repo")
+    base = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    subprocess.run(["git", "update-ref", "refs/remotes/origin/main", base], cwd=repo, check=True)
+    change(repo)
+    subprocess.run(["git", *ID, "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *ID, "commit", "-qm", "change"], cwd=repo, check=True)
+    return repo, base
 
 
-def test_main_pipeline(glcl: str) -> None:
+def append(path: str, text: str = "\n# a change\n") -> Callable[[Path], None]:
+    def change(repo: Path) -> None:
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text((target.read_text() if target.exists() else "") + text)
+
+    return change
+
+
+def plan_of(glcl: str, repo: Path, *variables: str) -> dict[str, str]:
+    """Run the real plan job (shell executor, this venv) and read the dotenv it hands on."""
+    result = run_job(glcl, repo, "plan", *variables)
+    assert result.returncode == 0 and "PASS  plan" in result.stdout, result.stdout[-3000:]
+    lines = (repo / ".bench/ci/plan.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
+
+
+MR = ("CI_PIPELINE_SOURCE=merge_request_event", "CI_COMMIT_BRANCH=")
+ALWAYS = ["plan", "lint", "test", "manifests", "kubeconform"]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "train", "deliver"),
+    [
+        (
+            "one model's folder",
+            append("models/breast-cancer/params.yaml"),
+            "breast-cancer",
+            "breast-cancer",
+        ),
+        (
+            "shared ml/ code",
+            append("ml/stages/train.py"),
+            "digits breast-cancer",
+            "digits breast-cancer",
+        ),
+        (
+            "one app's overlay",
+            append("apps/breast-cancer/overlays/staging/replicas.yaml"),
+            "",
+            "breast-cancer",
+        ),
+        (
+            "shared canary analysis",
+            append("rollouts/analysis/error-rate.yaml"),
+            "",
+            "digits breast-cancer",
+        ),
+        ("docs only", append("README.md", "\nmore words\n"), "", ""),
+        ("docs inside a model's folder", append("models/digits/NOTES.md", "notes\n"), "", ""),
+    ],
+)
+def test_a_merge_request_works_on_the_models_its_change_touches(
+    glcl: str, tmp_path: Path, case: str, change: Callable[[Path], None], train: str, deliver: str
+) -> None:
+    repo, base = scratch(tmp_path, change)
+    jobs = listed(glcl, repo, *MR)
+    expected = list(ALWAYS)
+    if train:  # the GPU runner starts only when some model trains
+        expected += ["launch-runner", "train", "perf-gate"]
+    if deliver:
+        expected += ["report", "rehearse"]
+    assert sorted(jobs) == sorted(expected), case
+    if train:
+        assert jobs["train"] == "[launch-runner,plan]"
+    plan = plan_of(glcl, repo, *MR, f"CI_MERGE_REQUEST_DIFF_BASE_SHA={base}")
+    assert plan == {"TRAIN_MODELS": train, "DELIVER_MODELS": deliver}, case
+
+
+def test_adding_a_model_to_the_list_trains_that_model_only(glcl: str, tmp_path: Path) -> None:
+    repo, base = scratch(tmp_path, append("models.yaml", "  wine: {}\n"))
+    assert "train" in listed(glcl, repo, *MR)
+    plan = plan_of(glcl, repo, *MR, f"CI_MERGE_REQUEST_DIFF_BASE_SHA={base}")
+    assert plan == {"TRAIN_MODELS": "wine", "DELIVER_MODELS": "wine"}
+
+
+def test_main_pipeline(glcl: str, tmp_path: Path) -> None:
+    repo, base = scratch(tmp_path, append("models/digits/params.yaml"))
     # named explicitly: gitlab-ci-local otherwise takes the checkout's branch (a feature branch)
-    jobs = listed(glcl, REPO, "CI_COMMIT_BRANCH=main")
+    jobs = listed(glcl, repo, "CI_COMMIT_BRANCH=main")
     assert "report" not in jobs and "release" not in jobs
     assert {"build-serving", "scan-serving", "train", "rehearse"} <= set(jobs)
+    plan = plan_of(
+        glcl,
+        repo,
+        "CI_COMMIT_BRANCH=main",
+        f"CI_COMMIT_BEFORE_SHA={base}",
+        "CI_REGISTRY_IMAGE=reg.test/mlops",
+    )
+    assert plan == {"TRAIN_MODELS": "digits", "DELIVER_MODELS": "digits"}
+    # what the kaniko and trivy jobs read: each delivered model's images in the project registry
+    images = (repo / ".bench/ci/images.txt").read_text().splitlines()
+    assert images == [
+        "serving models/digits reg.test/mlops/digits-classifier",
+        "trainer models/digits reg.test/mlops/digits-trainer",
+    ]
 
 
-def test_tag_pipeline(glcl: str) -> None:
-    jobs = listed(glcl, REPO, "CI_COMMIT_TAG=v1.2.3", "CI_COMMIT_BRANCH=")
+def test_tag_pipeline_releases_the_tagged_app(glcl: str, tmp_path: Path) -> None:
+    repo, _ = scratch(tmp_path, append("README.md", "\n"))
+    tag = ("CI_COMMIT_TAG=breast-cancer/v1.2.3", "CI_COMMIT_BRANCH=")
+    jobs = listed(glcl, repo, *tag)
     assert list(jobs)[-2:] == ["release", "promote"]
     assert "train" not in jobs and "fetch-model" in jobs and "report" not in jobs
-    assert jobs["build-serving"] == "[train,fetch-model]"
+    assert jobs["build-serving"] == "[plan,train,fetch-model]"
+    assert plan_of(glcl, repo, *tag) == {"TRAIN_MODELS": "", "DELIVER_MODELS": "breast-cancer"}
+    assert listed(glcl, repo, "CI_COMMIT_TAG=v1.2.3", "CI_COMMIT_BRANCH=") != {}  # a fork's tag
 
 
 def test_schema_errors_are_caught(glcl: str, tmp_path: Path) -> None:
@@ -156,15 +250,20 @@ def ci_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git copy with a second commit, so the report has a base to compare against; the copy
     reuses this venv (VENV=...) instead of bootstrapping a new one."""
     repo = copy_repo(tmp_path_factory.mktemp("ci"))
-    for name in ("models/model.onnx", "reports/figures"):
+    for name in ("models/digits/model.onnx", "models/digits/reports/figures"):
         source = REPO / name
         if source.is_file():
             shutil.copy2(source, repo / name)
         elif source.is_dir():
             shutil.copytree(source, repo / name)
-    metrics = repo / "metrics" / "metrics.json"
-    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.9', 1))
+    metrics = repo / "models" / "digits" / "metrics" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.99', 1))
+    base = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     subprocess.run(["git", *ID, "commit", "-qam", "candidate"], cwd=repo, check=True)
+    # rules:changes compare with the target branch, as GitLab does for a merge request
+    subprocess.run(["git", "update-ref", "refs/remotes/origin/main", base], cwd=repo, check=True)
     return repo
 
 
@@ -193,7 +292,7 @@ def test_lint_job_runs(glcl: str, ci_copy: Path) -> None:
 def test_test_job_runs_a_subset(glcl: str, ci_copy: Path) -> None:
     result = run_job(glcl, ci_copy, "test", "PYTEST_ARGS=tests/unit/test_config.py --no-cov")
     assert result.returncode == 0 and "PASS  test" in result.stdout, result.stdout[-3000:]
-    assert "15 passed" in result.stdout
+    assert "29 passed" in result.stdout
 
 
 def test_manifests_job_runs(glcl: str, ci_copy: Path) -> None:
@@ -213,12 +312,20 @@ def test_report_job_builds_and_posts(glcl: str, ci_copy: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stdout[-3000:]
     assert "comment update reports/mr/report.md --watermark-title=model report" in log.read_text()
     report = (ci_copy / "reports/mr/report.md").read_text()
-    assert "| accuracy |" in report and "0.99" in report
+    assert "## digits (" in report and "| accuracy |" in report and "0.99" in report
 
 
-def test_retrain_pipeline(glcl: str) -> None:
-    jobs = listed(glcl, REPO, "CI_PIPELINE_SOURCE=trigger", "RETRAIN=true")
-    assert jobs == {"launch-runner": "", "train": "[launch-runner]", "propose-retrain": "[train]"}
+def test_retrain_pipeline_retrains_the_triggered_model(glcl: str, tmp_path: Path) -> None:
+    repo, _ = scratch(tmp_path, append("README.md", "\n"))
+    trigger = ("CI_PIPELINE_SOURCE=trigger", "RETRAIN=true", "RETRAIN_MODEL=digits")
+    jobs = listed(glcl, repo, *trigger)
+    assert jobs == {
+        "plan": "",
+        "launch-runner": "[]",
+        "train": "[launch-runner,plan]",
+        "propose-retrain": "[plan,train]",
+    }
+    assert plan_of(glcl, repo, *trigger) == {"TRAIN_MODELS": "digits", "DELIVER_MODELS": "digits"}
 
 
 def test_propose_retrain_opens_a_review_branch(tmp_path: Path) -> None:
@@ -232,11 +339,24 @@ def test_propose_retrain_opens_a_review_branch(tmp_path: Path) -> None:
     assert "nothing to propose" in same.stdout  # an identical model is not proposed
     subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True)
     subprocess.run(["git", "branch", "-D", "retrain/42"], cwd=repo, check=True, capture_output=True)
-    metrics = repo / "metrics" / "metrics.json"
+    metrics = repo / "models" / "breast-cancer" / "metrics" / "metrics.json"
     metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.1', 1))
+    card = repo / "models" / "breast-cancer" / "model_card.md"
+    card.write_text(card.read_text() + "\n")
     done = subprocess.run(script, cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     shown = subprocess.run(
         ["git", "log", "-1", "--format=%s", "retrain/42"], cwd=bare, capture_output=True, text=True
     )
     assert shown.stdout.strip() == "Retrain (drift): retrain/42"
+    files = subprocess.run(
+        ["git", "show", "--name-only", "--format=", "retrain/42"],
+        cwd=bare,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    # every changed tracked output of the model is proposed, not only its lock and metrics
+    assert files == [
+        "models/breast-cancer/metrics/metrics.json",
+        "models/breast-cancer/model_card.md",
+    ]

@@ -1,4 +1,5 @@
-"""The merge-request report built from two commits of a temporary git copy of the repo."""
+"""The merge-request report built from two commits of a temporary git copy of the repo: a section
+per model whose pipeline changed, with that model's gates, metrics and baselines."""
 
 from __future__ import annotations
 
@@ -12,50 +13,80 @@ from scripts import report
 from scripts.repo_copy import copy_repo
 
 ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
+DIGITS_METRICS = "models/digits/metrics/metrics.json"
+
+
+def commit(repo: Path, message: str) -> None:
+    subprocess.run(["git", *ID, "commit", "-qam", message], cwd=repo, check=True)
 
 
 @pytest.fixture
-def two_commits(tmp_path: Path) -> tuple[Path, dict[str, float]]:
+def two_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, float]]:
+    """A copy whose second commit made the digits model worse; breast cancer is unchanged."""
+    monkeypatch.delenv("DELIVER_MODELS", raising=False)
     repo = copy_repo(tmp_path)
-    old = json.loads((repo / "metrics/metrics.json").read_text())
-    new = {**old, "accuracy": 0.9612, "macro_f1": 0.9588}
-    (repo / "metrics/metrics.json").write_text(json.dumps(new))
-    latency = json.loads((repo / "metrics/latency.json").read_text())
-    (repo / "metrics/latency.json").write_text(json.dumps({**latency, "p99_ms": 0.5}))
-    subprocess.run(["git", *ID, "commit", "-qam", "worse model"], cwd=repo, check=True)
+    old = json.loads((repo / DIGITS_METRICS).read_text())
+    new = {**old, "accuracy": 0.9712, "macro_f1": 0.9688}
+    (repo / DIGITS_METRICS).write_text(json.dumps(new))
+    commit(repo, "worse model")
     return repo, old
 
 
-def test_diff_table_numbers(two_commits: tuple[Path, dict[str, float]]) -> None:
+def test_a_section_for_the_changed_model_only(two_commits: tuple[Path, dict[str, float]]) -> None:
     repo, old = two_commits
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
     text = (repo / "reports/mr/report.md").read_text()
-    delta = 0.9612 - old["accuracy"]
-    assert f"| accuracy | {old['accuracy']:.4f} | 0.9612 | {delta:.4f} 🔻 |" in text
-    assert "| p99 latency (ms) |" in text and "| 0.5000 |" in text
-    assert "| accuracy | 0.9612 | >= 0.95 | pass |" in text
+    assert "## digits (app `digits-classifier`, `models/digits`)" in text
+    assert "## breast-cancer" not in text  # its pipeline did not change
+    delta = 0.9712 - old["accuracy"]
+    assert f"| accuracy | {old['accuracy']:.4f} | 0.9712 | {delta:.4f} 🔻 |" in text
+    assert "| min_accuracy | 0.9712 | 0.95 | pass |" in text
+    lr = old["baselines"]["logistic_regression"]["accuracy"]  # type: ignore[index]
+    assert f"| baseline: logistic regression (accuracy) | {lr:.4f} | {lr:.4f} |" in text
     assert "![confusion_matrix.png]" not in text  # figures are not in git; none to show here
-    assert "## Canary rehearsal" in text and "No rendered manifest changes" in text
+    assert "### Canary rehearsal" in text and "No rendered manifest changes" in text
+
+
+def test_every_model_when_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DELIVER_MODELS", raising=False)
+    repo = copy_repo(tmp_path)
+    assert report.main(["--repo", str(repo), "--base", "HEAD"]) == 0
+    text = (repo / "reports/mr/report.md").read_text()
+    assert "## digits (" in text and "## breast-cancer (" in text
+    assert "no model changed: every model, as it is" in text
+    assert "| recall (positive class) |" in text  # the binary model's headline
+
+
+def test_the_ci_plan_chooses_the_models(
+    two_commits: tuple[Path, dict[str, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = two_commits
+    monkeypatch.setenv("DELIVER_MODELS", "breast-cancer")
+    assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
+    text = (repo / "reports/mr/report.md").read_text()
+    assert "## breast-cancer (" in text and "## digits (" not in text
 
 
 def test_failing_gate_is_reported_and_exits_1(two_commits: tuple[Path, dict[str, float]]) -> None:
     repo, _ = two_commits
-    metrics = json.loads((repo / "metrics/metrics.json").read_text())
-    (repo / "metrics/metrics.json").write_text(json.dumps({**metrics, "accuracy": 0.9}))
+    metrics = json.loads((repo / DIGITS_METRICS).read_text())
+    (repo / DIGITS_METRICS).write_text(json.dumps({**metrics, "accuracy": 0.9}))
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 1
     text = (repo / "reports/mr/report.md").read_text()
-    assert "| accuracy | 0.9000 | >= 0.95 | FAIL |" in text and "a release gate fails" in text
+    assert "| min_accuracy | 0.9000 | 0.95 | FAIL |" in text and "a release gate fails" in text
+    assert "| gain_over_logistic_regression | -0.0" in text
 
 
 def test_manifest_change_is_summarised(two_commits: tuple[Path, dict[str, float]]) -> None:
     repo, _ = two_commits
-    staging = repo / "apps/digits-classifier/overlays/staging/kustomization.yaml"
+    staging = repo / "apps/breast-cancer/overlays/staging/kustomization.yaml"
     text = staging.read_text()
     staging.write_text(text.replace("newTag: ", "newTag: 9.9.9-", 1))
-    subprocess.run(["git", *ID, "commit", "-qam", "bump"], cwd=repo, check=True)
+    commit(repo, "bump")
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
     body = (repo / "reports/mr/report.md").read_text()
-    assert "overlays/staging" in body and "changed" in body
+    assert "breast-cancer/overlays/staging" in body and "changed" in body
+    assert "## breast-cancer (" in body  # its app changed: its section is there
 
 
 def test_default_base_follows_gitlab(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,14 +104,20 @@ def test_missing_base_falls_back_to_head(two_commits: tuple[Path, dict[str, floa
 
 def test_rehearsal_verdict_is_included(two_commits: tuple[Path, dict[str, float]]) -> None:
     repo, _ = two_commits
-    (repo / "reports/rehearsal").mkdir(parents=True, exist_ok=True)
-    (repo / "reports/rehearsal/rehearsal.md").write_text("**Verdict: Promoted** (stand-in text)\n")
+    (repo / "reports/rehearsal/digits").mkdir(parents=True, exist_ok=True)
+    verdict = "### Canary rehearsal: Promoted (stand-in text)\n"
+    (repo / "reports/rehearsal/digits/rehearsal.md").write_text(verdict)
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
-    assert "**Verdict: Promoted**" in (repo / "reports/mr/report.md").read_text()
+    assert (
+        "Canary rehearsal: Promoted (stand-in text)" in (repo / "reports/mr/report.md").read_text()
+    )
 
 
 def test_dvc_failure_is_a_clear_error(tmp_path: Path) -> None:
     """Outside a DVC repository dvc answers {} with exit 0: the report refuses to guess."""
+    from ml.catalog import load_catalog
+
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    with pytest.raises(SystemExit, match="found no metrics/latency.json, metrics/metrics.json"):
-        report.metrics_diff(tmp_path, "main")
+    entries = load_catalog(Path(__file__).resolve().parents[2] / "models.yaml").entries
+    with pytest.raises(SystemExit, match="found no models/breast-cancer/metrics/metrics.json"):
+        report.metrics_diff(tmp_path, "main", entries)

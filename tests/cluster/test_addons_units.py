@@ -33,3 +33,15 @@ def test_only_cluster_service_names_resolve() -> None:
     assert ServiceResolver.split("prom.monitoring.svc.cluster.local.") == ("monitoring", "prom")
     assert ServiceResolver.split("example.com") is None
     assert ServiceResolver.split("a.b.svc.other.domain") is None
+
+
+def test_the_cluster_serves_every_custom_kind_we_ship() -> None:
+    """CLUSTER_KINDS leaves most CRDs of the platform modules out for speed; never one we use."""
+    from scripts.cluster.__main__ import CLUSTER_KINDS, cluster_crds
+    from scripts.manifests.render import discover_targets
+    from scripts.platform import PLATFORM, crd_documents
+
+    custom = {d["spec"]["names"]["kind"] for item in PLATFORM for d in crd_documents(item)}
+    shipped = {o["kind"] for target in discover_targets() for o in render_overlay(target)}
+    assert shipped & custom <= CLUSTER_KINDS
+    assert {d["spec"]["names"]["kind"] for d in cluster_crds()} == CLUSTER_KINDS

@@ -57,18 +57,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "degraded-model": {"faults": {"FAULT_DEGRADE": "shuffle"}},
     "no-traffic": {"faults": {}, "rps": 0.0},
     "first-deploy": {"faults": {}, "first_deploy_only": True},
+    # the second model of models.yaml: its own app, and load from its own test split
+    "breast-cancer-healthy": {"faults": {}, "model": "breast-cancer", "app": "breast-cancer"},
 }
 
 
 @pytest.fixture(scope="module")
 def canary_results(cluster: Layout, pipeline_workspace: Path) -> dict[str, CanaryResult]:
-    model = pipeline_workspace / "models" / "model.onnx"
-
     def run(name: str) -> CanaryResult:
         spec = SCENARIOS[name]
+        folder = pipeline_workspace / "models" / spec.get("model", "digits")
         options = Options(
-            overlay=STAGING,
-            candidate_model=model,
+            overlay=REPO / "apps" / spec.get("app", "digits-classifier") / "overlays/staging",
+            candidate_model=folder / "model.onnx",
             faults=spec["faults"],
             rps=spec.get("rps", 50.0),
             first_deploy_only=spec.get("first_deploy_only", False),
@@ -86,6 +87,16 @@ def test_a_healthy_candidate_is_promoted(canary_results: dict[str, CanaryResult]
     assert result.verdict.outcome == Outcome.PROMOTED, result.verdict.headline()
     assert len(result.runs) == 2  # both inline analyses ran and passed
     assert all(r["status"]["phase"] == "Successful" for r in result.runs)
+
+
+@pytest.mark.e2e
+def test_the_second_model_is_promoted_under_its_own_load(
+    canary_results: dict[str, CanaryResult],
+) -> None:
+    result = canary_results["breast-cancer-healthy"]
+    assert result.verdict.outcome == Outcome.PROMOTED, result.verdict.headline()
+    assert result.namespace.startswith("breast-cancer-staging")
+    assert sum(result.requests.values()) > 0
 
 
 @pytest.mark.e2e

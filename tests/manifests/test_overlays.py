@@ -13,23 +13,27 @@ from scripts.manifests import (
     render_with_kubectl,
     resolve_static_args,
 )
+from ml.catalog import load_catalog
 from scripts.manifests.model import REPO_ROOT, Obj, TargetResult
 from tests.manifests.conftest import only
 
 OVERLAYS = ["dev", "staging", "production"]
 APP = "apps/digits-classifier/overlays"
+# every app of models.yaml has the three overlays
+APPS = [f"apps/{e.app}/overlays" for e in load_catalog(REPO_ROOT / "models.yaml").entries]
 
 
 def test_every_target_is_found(results: dict[str, TargetResult]) -> None:
     assert set(results) == {
-        *(f"{APP}/{env}" for env in OVERLAYS),
+        *(f"{app}/{env}" for app in APPS for env in OVERLAYS),
         "clusters/staging",
         "clusters/production",
     }
 
 
 @pytest.mark.parametrize(
-    "target", [*(f"{APP}/{e}" for e in OVERLAYS), "clusters/staging", "clusters/production"]
+    "target",
+    [*(f"{app}/{e}" for app in APPS for e in OVERLAYS), "clusters/staging", "clusters/production"],
 )
 def test_target_renders_and_validates(results: dict[str, TargetResult], target: str) -> None:
     result = results[target]

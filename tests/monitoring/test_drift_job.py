@@ -28,6 +28,14 @@ from tests.serving.conftest import make_onnx, threaded_server, write_registratio
 
 from .conftest import FakeHTTP, Recorded
 
+# the digits model: its own params over the shared root file, as the drift CronJob gets them
+DIGITS_PARAMS = [
+    "--params",
+    str(REPO / "models/digits/params.yaml"),
+    "--shared-params",
+    str(REPO / "params.yaml"),
+]
+
 TOKEN = "sample-token-0123456789"
 
 
@@ -138,7 +146,7 @@ def test_drift_job_on_live_pods_reports_pushes_and_dry_runs_the_trigger(
                 assert response.status_code == 200
         pushed = pushgateway(fake_http)
         out = tmp_path / "report"
-        argv = ["drift", "--params", str(REPO / "params.yaml")]
+        argv = ["drift", *DIGITS_PARAMS]
         argv += ["--reference", str(tmp_path / "train.npz"), "--out", str(out)]
         argv += ["--service-url", first, "--service-url", second]
         argv += ["--pushgateway", fake_http.url, "--namespace", "ml-prod", "--app", "digits"]
@@ -170,7 +178,7 @@ def test_drift_cli_on_a_local_sample_and_its_errors(
     x, y = x[order].astype(np.float32), y[order]
     np.savez(tmp_path / "train.npz", X=x[:1200], y=y[:1200])
     np.savez(tmp_path / "live.npz", X=x[1200:], labels=y[1200:])
-    base = ["drift", "--params", str(REPO / "params.yaml"), "--reference"]
+    base = ["drift", *DIGITS_PARAMS, "--reference"]
     base += [str(tmp_path / "train.npz"), "--out", str(tmp_path / "out")]
     assert main([*base, "--sample", str(tmp_path / "live.npz")], env={}) == 0
     assert "drift: no drift" in capsys.readouterr().out
@@ -196,7 +204,7 @@ def test_drift_cli_on_a_local_sample_and_its_errors(
 def test_trigger_cli_validates_accuracy_and_reads_token_files(
     tmp_path: Path, fake_http: FakeHTTP, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["trigger", "--params", str(REPO / "params.yaml"), "--state", str(tmp_path / "s.json")]
+    base = ["trigger", *DIGITS_PARAMS, "--state", str(tmp_path / "s.json")]
     assert main([*base, "--current-accuracy", "0.9"], env={}) == 1
     assert "positive --baseline-accuracy" in capsys.readouterr().err
     (tmp_path / "token").write_text("file-token\n")
@@ -223,7 +231,7 @@ def test_synthetic_cli_writes_a_shifted_sample_with_predicted_labels(tmp_path: P
     for name, part in (("val", slice(0, 100)), ("test", slice(100, 300))):
         np.savez(data / f"{name}.npz", X=x[part].astype(np.float32), y=y[part])
     model = make_onnx(tmp_path / "model.onnx")
-    argv = ["synthetic", "--params", str(REPO / "params.yaml"), "--data", str(data)]
+    argv = ["synthetic", *DIGITS_PARAMS, "--data", str(data)]
     argv += ["--shift", "darker", "--model", str(model), "--out", str(tmp_path / "s.npz")]
     assert main(argv, env={}) == 0
     sample = load_sample_file(tmp_path / "s.npz")

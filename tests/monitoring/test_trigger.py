@@ -29,13 +29,23 @@ from tests.conftest import REPO
 
 from .conftest import FakeClock, FakeHTTP, Recorded
 
+# the digits model: its own params over the shared root file, as the drift CronJob gets them
+DIGITS_PARAMS = [
+    "--params",
+    str(REPO / "models/digits/params.yaml"),
+    "--shared-params",
+    str(REPO / "params.yaml"),
+]
+
 ARGO_SUBMIT = "POST /api/v1/workflows/ml-prod/submit"
 ARGO_LIST = "GET /api/v1/workflows/ml-prod"
 GITLAB_TRIGGER = "POST /api/v4/projects/mlops%2Fgitops/trigger/pipeline"
 
 
 def params(**update: Any) -> RetrainParams:
-    return load_params(REPO / "params.yaml").monitoring.retrain.model_copy(update=update)
+    return load_params(
+        REPO / "models/digits/params.yaml", REPO / "params.yaml"
+    ).monitoring.retrain.model_copy(update=update)
 
 
 class ArgoServer:
@@ -338,8 +348,7 @@ def test_the_cli_keeps_its_cool_down_across_two_processes(
             "-m",
             "ml.monitoring",
             "trigger",
-            "--params",
-            str(REPO / "params.yaml"),
+            *DIGITS_PARAMS,
             "--current-accuracy",
             "0.80",
             "--baseline-accuracy",

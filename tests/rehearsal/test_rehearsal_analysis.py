@@ -397,6 +397,19 @@ PRECEDENCE_ROWS: list[tuple[str, dict[str, int], dict[str, Any], Phase]] = [
         {"count": 3, "interval": 1.0, "failure_limit": 1},
         Phase.SUCCESSFUL,
     ),
+    # v1.8: a count reached without the consecutiveSuccessLimit streak is no success
+    (
+        "count reached without the streak, failureLimit >= 0 -> Inconclusive",
+        {"failed": 1, "successful": 2, "consecutive_success": 1, "count": 3},
+        {"count": 3, "interval": 1.0, "failure_limit": 1, "consecutive_success_limit": 2},
+        Phase.INCONCLUSIVE,
+    ),
+    (
+        "count reached without the streak, failureLimit -1 -> Failed",
+        {"failed": 2, "successful": 1, "consecutive_success": 1, "count": 3},
+        {"count": 3, "interval": 1.0, "failure_limit": -1, "consecutive_success_limit": 2},
+        Phase.FAILED,
+    ),
     ("count not reached -> Running", {"count": 2}, {"count": 3, "interval": 1.0}, Phase.RUNNING),
     ("indefinite -> Running", {"count": 9}, {"interval": 1.0}, Phase.RUNNING),
     ("failureLimit -1 ignores failures", {"failed": 9, "count": 9}, {"failure_limit": -1,

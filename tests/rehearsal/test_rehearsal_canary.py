@@ -16,7 +16,6 @@ from scripts.rehearsal.canary import (
     CanaryRehearsal,
     Event,
     Outcome,
-    RehearsalTimeout,
     RolloutSpecError,
     Verdict,
     field_path_value,
@@ -67,7 +66,8 @@ def rollout(steps: list[Any], **canary: Any) -> dict[str, Any]:
             "namespace": "apps-dev",
             "annotations": {"example.com/success-rate-min": "0.99"},
         },
-        "spec": {"strategy": {"canary": {"steps": steps, **canary}}},
+        # ten pods: a weight is then exactly its share of pods (replica_split, no routing)
+        "spec": {"replicas": 10, "strategy": {"canary": {"steps": steps, **canary}}},
     }
 
 
@@ -266,19 +266,41 @@ def test_no_effect_steps_are_noted(clock: FakeClock) -> None:
     assert any("setCanaryScale has no effect" in e.text for e in result.events)
 
 
-def test_indefinite_inline_analysis_hits_the_time_budget(clock: FakeClock) -> None:
+def test_an_indefinite_inline_analysis_makes_the_rollout_invalid(clock: FakeClock) -> None:
+    """The controller refuses a Rollout whose inline analysis could never end (v1.8
+    validation): InvalidSpec, no canary, nothing measured."""
     forever = template(
         metric("m", QUERY, interval="1m", successCondition="result[0] >= 0.99"),
         name="success-rate",
     )
-    with pytest.raises(RehearsalTimeout, match="indefinite metric"):
-        rehearse(
-            clock,
-            ScriptedPrometheus(clock, [OK]),
-            steps=[{"analysis": ANALYSIS}],
-            templates=[forever],
-            max_seconds=30,
-        )
+    prometheus = ScriptedPrometheus(clock, [OK])
+    result, weights = rehearse(
+        clock, prometheus, steps=[{"analysis": ANALYSIS}], templates=[forever], max_seconds=30
+    )
+    assert result.verdict.outcome == Outcome.INVALID
+    assert "runs indefinitely" in result.verdict.reason
+    assert result.verdict.exit_code == 4
+    assert prometheus.calls == [] and weights == []
+
+
+def test_an_unresolved_argument_makes_the_rollout_invalid(clock: FakeClock) -> None:
+    unknown = template(
+        metric("m", 'q{x="{{args.nowhere}}"}', successCondition="result[0] >= 0.99"),
+        name="success-rate",
+    )
+    result, _ = rehearse(
+        clock, ScriptedPrometheus(clock, [OK]), steps=[{"analysis": ANALYSIS}], templates=[unknown]
+    )
+    assert result.verdict.outcome == Outcome.INVALID
+    assert "{{args.nowhere}}" in result.verdict.reason
+
+
+def test_a_first_deploy_skips_every_step(clock: FakeClock) -> None:
+    prometheus = ScriptedPrometheus(clock, [BAD])
+    result, weights = rehearse(clock, prometheus, first_deploy=True)
+    assert result.verdict.outcome == Outcome.PROMOTED
+    assert "first deploy" in result.verdict.headline()
+    assert prometheus.calls == [] and result.runs == []
 
 
 @pytest.mark.parametrize(
@@ -491,3 +513,28 @@ def test_scalar_results_work_end_to_end(clock: FakeClock) -> None:
         templates=[scalar_template],
     )
     assert result.verdict.outcome == Outcome.PROMOTED
+
+
+# --- v1.8 controller rules the stand-in follows (checked against the real controller in
+# tests/cluster/test_rehearsal_matrix.py)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "expected"),
+    [
+        (2, 10, (1, 2)),  # one canary pod beside two stable: a third of the requests
+        (2, 50, (1, 1)),
+        (4, 10, (1, 4)),
+        (10, 10, (1, 9)),
+        (3, 50, (2, 2)),  # 1.5 pods: a surge pod makes it exactly half
+        (1, 50, (1, 1)),  # surge allowed: one more pod rather than 0 or 100%
+        (2, 100, (2, 0)),
+        (2, 0, (0, 2)),
+    ],
+)
+def test_replica_split_without_traffic_routing(
+    replicas: int, weight: int, expected: tuple[int, int]
+) -> None:
+    from scripts.rehearsal.canary import replica_split
+
+    assert replica_split(replicas, weight, surge=1) == expected

@@ -36,6 +36,21 @@ pytestmark = pytest.mark.e2e
 STAGING = REPO_ROOT / "apps/digits-classifier/overlays/staging"
 
 
+def digit_rows() -> list[list[float]]:
+    """The embedded digits, interleaved by class: the load a digits rehearsal sends."""
+    from sklearn.datasets import load_digits
+
+    from ml.data import Split, class_interleaved
+
+    digits = load_digits()
+    split = Split(digits.data.astype(np.float32), digits.target)
+    rows: list[list[float]] = class_interleaved(split, 10).tolist()
+    return rows
+
+
+ROWS = digit_rows()
+
+
 def export_logistic_digits(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -90,7 +105,9 @@ def rehearse(
     **options: Any,
 ) -> tuple[RehearsalResult, dict[str, Any]]:
     return run_rehearsal(
-        RehearsalOptions(candidate_model=model, **options), on_event=on_event, manifests=manifests
+        RehearsalOptions(candidate_model=model, load_rows=ROWS, **options),
+        on_event=on_event,
+        manifests=manifests,
     )
 
 
@@ -202,7 +219,7 @@ def test_success_rate_between_thresholds_pauses(model: str, manifests: Any) -> N
 
 def test_keep_leaves_the_logs_and_tsdb(model: str, manifests: Any, tmp_path: Path) -> None:
     rollout, _ = manifests
-    options = RehearsalOptions(candidate_model=model, keep=True)
+    options = RehearsalOptions(candidate_model=model, load_rows=ROWS, keep=True)
     with RehearsalEnvironment(options, rollout) as env:
         workdir = env.workdir
     assert workdir is not None
@@ -218,8 +235,16 @@ def test_keep_leaves_the_logs_and_tsdb(model: str, manifests: Any, tmp_path: Pat
 
 def test_ctrl_c_stops_every_process_and_removes_the_temp_dir(model: str, tmp_path: Path) -> None:
     env = dict(os.environ, TMPDIR=str(tmp_path))
+    from sklearn.datasets import load_digits
+
+    from ml.data import Split, save_split
+
+    digits = load_digits()
+    split = tmp_path / "test.npz"
+    save_split(split, Split(digits.data.astype(np.float32), digits.target))
+    argv = ["--model", model, "--load", str(split), "--out", str(tmp_path)]
     cli = subprocess.Popen(
-        [sys.executable, "-m", "scripts.rehearsal", "--model", model, "--out", str(tmp_path)],
+        [sys.executable, "-m", "scripts.rehearsal", *argv],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

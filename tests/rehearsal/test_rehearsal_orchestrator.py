@@ -10,8 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 
+from ml.data import Split, save_split
 from scripts.rehearsal import __main__ as cli
 from scripts.rehearsal.orchestrator import (
     RehearsalOptions,
@@ -19,7 +21,7 @@ from scripts.rehearsal.orchestrator import (
     ManagedProcess,
     RehearsalSetupError,
     ScrapeTarget,
-    class_interleaved_digits,
+    load_rows_from_split,
     free_port,
     pod_template_hash,
     prometheus_binary,
@@ -50,15 +52,36 @@ def test_pod_template_hashes_differ_by_role_and_are_stable() -> None:
     assert len(stable) == 10
 
 
-def test_digits_are_interleaved_by_class() -> None:
-    from sklearn.datasets import load_digits
+@pytest.fixture
+def split_file(tmp_path: Path) -> Path:
+    """A model's test split as prepare writes it: 3 classes, 4 rows each, 5 features."""
+    rows = np.arange(60, dtype=np.float32).reshape(12, 5)
+    labels = np.array([2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int64)
+    path = tmp_path / "split" / "test.npz"
+    path.parent.mkdir()
+    save_split(path, Split(rows, labels))
+    return path
 
-    rows = class_interleaved_digits()
-    digits = load_digits()
-    label_of = {tuple(row): int(label) for row, label in zip(digits.data.tolist(), digits.target)}
-    labels = [label_of[tuple(row)] for row in rows[:30]]
-    assert labels == list(range(10)) * 3
-    assert len(rows) % 10 == 0 and len(rows[0]) == 64
+
+def test_the_load_is_the_models_test_split_interleaved_by_class(split_file: Path) -> None:
+    rows = load_rows_from_split(split_file)
+    assert len(rows) == 12 and len(rows[0]) == 5
+    first_of = {0: 20.0, 1: 40.0, 2: 0.0}  # the first feature of each class's first row
+    assert [rows[i][0] for i in range(3)] == [first_of[0], first_of[1], first_of[2]]
+
+
+def test_a_missing_split_cannot_be_rehearsed(tmp_path: Path) -> None:
+    with pytest.raises(RehearsalSetupError, match="missing .*the model's test split"):
+        load_rows_from_split(tmp_path / "test.npz")
+
+
+def test_the_cli_takes_the_models_paths_from_models_yaml(split_file: Path) -> None:
+    args = cli.build_parser().parse_args(["--name", "breast-cancer", "--load", str(split_file)])
+    cli.resolve_model(args)
+    assert args.overlay == cli.REPO_ROOT / "apps/breast-cancer/overlays/staging"
+    assert args.model == str(cli.REPO_ROOT / "models/breast-cancer/model.onnx")
+    assert args.out == cli.REPO_ROOT / "reports/rehearsal/breast-cancer"
+    assert cli.main(["--name", "nope"]) == 3
 
 
 def test_free_port_is_bindable() -> None:
@@ -170,18 +193,22 @@ def test_load_follows_the_weight(two_servers: tuple[ThreadingHTTPServer, ...]) -
 
 
 def test_cli_exits_3_without_prometheus(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    split_file: Path,
 ) -> None:
     monkeypatch.delenv("REHEARSAL_PROMETHEUS", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert cli.main(["--out", str(tmp_path)]) == 3
+    assert cli.main(["--out", str(tmp_path), "--load", str(split_file)]) == 3
     assert "cannot rehearse: the `prometheus` binary was not found" in capsys.readouterr().err
 
 
 def test_cli_exits_3_for_a_missing_model(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, split_file: Path
 ) -> None:
-    code = cli.main(["--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path)])
+    argv = ["--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path)]
+    code = cli.main([*argv, "--load", str(split_file)])
     assert code == 3
     assert "does not exist: run `make pipeline` first" in capsys.readouterr().err
 
@@ -191,10 +218,12 @@ def test_cli_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be > 0" in capsys.readouterr().err
 
 
-def test_cli_maps_fault_options() -> None:
+def test_cli_maps_fault_options(split_file: Path) -> None:
     args = cli.build_parser().parse_args(
         ["--canary-error-rate", "0.1", "--canary-degrade", "shuffle", "--stable-latency-ms", "5"]
+        + ["--load", str(split_file)]
     )
+    cli.resolve_model(args)
     options = cli.options_from(args)
     assert options.canary_faults == {"FAULT_ERROR_RATE": "0.1", "FAULT_DEGRADE": "shuffle"}
     assert options.stable_faults == {"FAULT_LATENCY_MS": "5.0"}
@@ -202,7 +231,10 @@ def test_cli_maps_fault_options() -> None:
 
 
 def test_cli_writes_reports_and_counts_repeats(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    split_file: Path,
 ) -> None:
     from rehearsal_fakes import ScriptedPrometheus, metric, template
 
@@ -235,7 +267,8 @@ def test_cli_writes_reports_and_counts_repeats(
         return result, {**facts, "requests": {"stable": 1, "canary": 1}}
 
     monkeypatch.setattr(cli, "run_rehearsal", fake_run)
-    code = cli.main(["--repeat", "2", "--out", str(tmp_path), "--canary-latency-ms", "30"])
+    argv = ["--repeat", "2", "--out", str(tmp_path), "--canary-latency-ms", "30"]
+    code = cli.main([*argv, "--load", str(split_file)])
     assert code == 1  # the last run's verdict
     out = capsys.readouterr().out
     assert "run 2 of 2" in out and "verdicts over 2 runs" in out
@@ -252,11 +285,14 @@ def test_cli_writes_reports_and_counts_repeats(
 
 
 def test_cli_reports_interrupts(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    split_file: Path,
 ) -> None:
     def interrupted(options: RehearsalOptions, on_event: Any = None) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "run_rehearsal", interrupted)
-    assert cli.main(["--out", str(tmp_path)]) == 130
+    assert cli.main(["--out", str(tmp_path), "--load", str(split_file)]) == 130
     assert "interrupted; every process was stopped" in capsys.readouterr().err

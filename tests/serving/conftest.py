@@ -94,15 +94,35 @@ def make_onnx(
 
 
 def write_registration(model_path: Path, version: str = "7", **extra: Any) -> Path:
+    """A registration record as the register stage writes it (valid for ml.registration)."""
+    gate = {"gate": "min_accuracy", "measured": 0.97, "limit": 0.95, "passed": True}
     record = {
         "model_name": "digits-classifier",
+        "catalog_name": "digits",
+        "app": "digits-classifier",
         "version": version,
         "alias": "candidate",
+        "model_uri": f"models:/digits-classifier/{version}",
+        "run_id": f"run-{version}",
         "git_commit": f"commit-{version}",
         "data_hash": "d" * 64,
-        "params": {"data": {"pixel_max": 16.0, "num_classes": 10}},
+        "params_hash": "e" * 64,
+        "params": {"seed": 42},
+        # the digits' declared input: what the service scales its input metric by
+        "input": {"kind": "image", "shape": [8, 8], "range": [0, 16], "normalisation": "range"},
+        "task": {"type": "multiclass", "classes": [str(digit) for digit in range(10)]},
         "metrics": {"accuracy": 0.97, "macro_f1": 0.96, "roc_auc": 0.99},
+        "baselines": {"majority": {"accuracy": 0.1}},
+        "latency": {
+            "p50_ms": 0.05,
+            "p99_ms": 0.1,
+            "mean_ms": 0.06,
+            "samples": 100,
+            "gate": {"gate": "max_p99_ms", "measured": 0.1, "limit": 10.0, "passed": True},
+        },
         "onnx_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "registered_at": "2026-11-01T00:00:00+00:00",
+        "gates": [gate],
         **extra,
     }
     path = model_path.with_name("registration.json")
@@ -205,8 +225,9 @@ def make_app(model: LoadedModel, **config: Any) -> ModelService:
 
 
 @pytest.fixture
-def client(model: LoadedModel) -> AsgiClient:
-    return AsgiClient(make_app(model, admin_token=TOKEN))
+def client(model: LoadedModel, tmp_path: Path) -> AsgiClient:
+    """The app with reload on; every model fixture of the test lives under its MODEL_DIR."""
+    return AsgiClient(make_app(model, admin_token=TOKEN, model_dir=str(tmp_path)))
 
 
 def metric_value(exposition: str, name: str, **labels: str) -> float:

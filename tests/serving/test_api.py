@@ -21,7 +21,7 @@ def test_health_and_server_metadata(client: AsgiClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     server = client.get("/v2").json()
-    assert server["name"] == "ml-serving" and server["extensions"] == []
+    assert server["name"] == "ml-serving" and server["extensions"] == ["binary_tensor_data"]
     assert isinstance(server["version"], str)
 
 
@@ -124,7 +124,7 @@ def test_metadata_is_the_registration_record_plus_what_is_served(client: AsgiCli
     assert meta["model_name"] == "digits-classifier" and meta["version"] == "7"
     assert meta["git_commit"] == "commit-7" and meta["data_hash"] == "d" * 64
     assert meta["metrics"]["accuracy"] == 0.97
-    assert meta["params"]["data"]["pixel_max"] == 16.0
+    assert meta["input"]["range"] == [0, 16] and meta["input"]["kind"] == "image"
     assert meta["served"]["features"] == 64 and meta["served"]["num_classes"] == 10
     assert meta["served"]["onnx_sha256"] == meta["onnx_sha256"]
     assert "loaded_at" in meta
@@ -171,3 +171,35 @@ def test_lifespan_completes_startup_and_shutdown(client: AsgiClient) -> None:
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
+
+
+@pytest.mark.parametrize("count", [1, 3, 64])
+def test_the_fast_v2_paths_agree_with_the_general_ones(model: LoadedModel, count: int) -> None:
+    """Small v2 requests skip the general decoder and encoder; both must give the same answer."""
+    import orjson
+
+    from ml.serving.codec import InferRequest, TensorLimits, decode_infer, encode_infer
+
+    rows = digits_rows(count, seed=count)
+    fast = decode_infer(orjson.dumps(v2_request(rows)), model, TensorLimits())
+    # a null makes the fast decoder step aside (numpy would read it as NaN)
+    general = decode_infer(orjson.dumps(v2_request(rows, id=None)), model, TensorLimits())
+    np.testing.assert_array_equal(fast.rows, general.rows)
+    assert (fast.outputs, fast.binary, fast.request_id) == (general.outputs, frozenset(), None)
+    probabilities, labels = model.predict(fast.rows)
+    body, json_length = encode_infer(model, fast, probabilities, labels)
+    tensors = [
+        {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": list(probabilities.shape),
+            "data": probabilities.reshape(-1),
+        },
+        {"name": "label", "datatype": "INT64", "shape": [count], "data": labels},
+    ]
+    expected = {"model_name": model.name, "model_version": model.version, "outputs": tensors}
+    assert json_length is None
+    assert body == orjson.dumps(expected, option=orjson.OPT_SERIALIZE_NUMPY)
+    reordered = InferRequest(fast.rows, None, ("label", "probabilities"))
+    general_body, _ = encode_infer(model, reordered, probabilities, labels)
+    assert [o["name"] for o in orjson.loads(general_body)["outputs"]] == ["label", "probabilities"]

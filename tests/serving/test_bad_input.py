@@ -78,6 +78,11 @@ INFER_CORPUS: list[tuple[Any, int, str]] = [
     (tensor(data=ROW[:63] + [True]), 400, "found a boolean"),
     (tensor(data=ROW[:63] + [3e38 * 10]), 400, "too large for float32"),
     (tensor(shape=[300, 64], data=ROW * 300), 413, "exceeds MAX_BATCH=256"),
+    # shapes are checked before anything is computed from them
+    (tensor(shape=[1] * 9), 400, "has 9 dimensions; MAX_TENSOR_DIMS=8"),
+    (tensor(shape=[2**62] * 30_000), 400, "MAX_TENSOR_DIMS=8"),
+    (tensor(shape=[2**40, 64]), 413, "more than MAX_TENSOR_ELEMENTS=1048576"),
+    (tensor(shape=[4096, 4096, 4096]), 413, "more than MAX_TENSOR_ELEMENTS"),
     ({**tensor(), "id": 5}, 400, "'id' must be a string"),
     ({**tensor(), "outputs": [{"name": "logits"}]}, 400, "unknown outputs ['logits']"),
     ({**tensor(), "outputs": "label"}, 400, "'outputs' must be a list"),
@@ -115,12 +120,19 @@ def test_oversized_body_is_413_by_header_and_by_stream(model: LoadedModel) -> No
     assert client.post("/predict", small, chunk=64, content_length=False).status == 200
 
 
-def test_bad_content_length_and_binary_extension(client: AsgiClient) -> None:
+def test_bad_content_length_binary_header_and_encoding(client: AsgiClient) -> None:
     body = json.dumps({"instances": [ROW]})
     bad_length = client.post("/predict", body, headers={"content-length": "12x"})
     check_client_error(bad_length, 400, "invalid Content-Length")
-    binary = client.post(INFER, body, headers={"Inference-Header-Content-Length": "10"})
-    check_client_error(binary, 415, "binary tensor extension")
+    binary = client.post("/predict", body, headers={"Inference-Header-Content-Length": "10"})
+    check_client_error(binary, 400, "binary tensors are accepted by v2 infer only")
+    v2 = json.dumps(tensor())
+    for length in ("ten", "-1", "1" * 13):
+        answer = client.post(INFER, v2, headers={"Inference-Header-Content-Length": length})
+        check_client_error(answer, 400, "Inference-Header-Content-Length must be a byte count")
+    gzipped = client.post(INFER, v2, headers={"Content-Encoding": "gzip"})
+    check_client_error(gzipped, 415, "Content-Encoding 'gzip' is not supported")
+    assert client.post(INFER, v2, headers={"Content-Encoding": "identity"}).status == 200
 
 
 # -- property-based -----------------------------------------------------------------------------

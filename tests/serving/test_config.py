@@ -37,8 +37,37 @@ def test_every_variable_is_read() -> None:
         "FAULT_ERROR_RATE": "0.1",
         "FAULT_LATENCY_MS": "250",
         "FAULT_DEGRADE": "Shuffle",
+        "HEADER_TIMEOUT_S": "2",
+        "BODY_TIMEOUT_S": "3",
+        "BODY_MIN_RATE": "1000",
+        "SEND_TIMEOUT_S": "4",
+        "MAX_HEADER_BYTES": "4096",
+        "MAX_HEADERS": "20",
+        "MAX_URL_BYTES": "1024",
+        "MAX_CONNECTIONS": "10",
+        "MAX_BUFFERED_BYTES": "4096",
+        "MAX_TENSOR_ELEMENTS": "5000",
+        "MAX_TENSOR_DIMS": "4",
+        "MODEL_DIR": "/models",
+        "RELOAD_TIMEOUT_S": "5",
     }
     config = ServingConfig.from_env(env)
+    limits = (
+        config.header_timeout_s,
+        config.body_timeout_s,
+        config.body_min_rate,
+        config.send_timeout_s,
+        config.max_header_bytes,
+        config.max_headers,
+        config.max_url_bytes,
+        config.max_connections,
+        config.max_buffered_bytes,
+        config.max_tensor_elements,
+        config.max_tensor_dims,
+        config.reload_timeout_s,
+    )
+    assert limits == (2.0, 3.0, 1000, 4.0, 4096, 20, 1024, 10, 4096, 5000, 4, 5.0)
+    assert config.model_dir == "/models" and config.reload_dir == "/models"
     assert config.model_uri == "models:/digits-classifier@champion"
     assert config.registration_path == "/m/registration.json" and config.model_name == "digits"
     assert (config.host, config.port, config.max_body_bytes, config.max_batch) == (
@@ -74,7 +103,19 @@ def test_every_variable_is_read() -> None:
         ({"FAULT_DEGRADE": "random"}, "FAULT_DEGRADE='random': expected one of shuffle, constant"),
         ({"DEPLOY_ENV": "prod"}, "DEPLOY_ENV='prod'"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
-        ({"HTTP_SERVER": "gunicorn"}, "HTTP_SERVER='gunicorn': expected one of builtin, uvicorn"),
+        (
+            {"HTTP_SERVER": "gunicorn"},
+            "HTTP_SERVER='gunicorn': expected one of builtin, uvicorn, granian",
+        ),
+        ({"HEADER_TIMEOUT_S": "30"}, "HEADER_TIMEOUT_S='30': expected a value in [0.1, 10.0]"),
+        ({"MAX_CONNECTIONS": "0"}, "MAX_CONNECTIONS='0'"),
+        ({"MAX_TENSOR_DIMS": "33"}, "MAX_TENSOR_DIMS='33'"),
+        ({"MAX_HEADER_BYTES": "100"}, "MAX_HEADER_BYTES='100'"),
+        ({"BODY_MIN_RATE": "fast"}, "BODY_MIN_RATE='fast': expected an integer"),
+        (
+            {"MAX_BUFFERED_BYTES": "2048", "MAX_BODY_BYTES": "4096"},
+            "MAX_BUFFERED_BYTES=2048 is below MAX_BODY_BYTES=4096",
+        ),
         ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must be at least 16 characters"),
         ({"BATCH_MERGE_ROWS": "-1"}, "BATCH_MERGE_ROWS='-1': expected a value in [0, 65536]"),
         ({"INFERENCE_THREADS": "two"}, "INFERENCE_THREADS='two': expected an integer"),
@@ -103,3 +144,10 @@ def test_faults_are_refused_in_production(fault: dict[str, str]) -> None:
 def test_production_without_faults_is_fine() -> None:
     env = {"DEPLOY_ENV": "production", "FAULT_ERROR_RATE": "0", "FAULT_DEGRADE": ""}
     assert not ServingConfig.from_env(env).faults.active
+
+
+def test_reloads_read_from_the_model_files_directory_by_default() -> None:
+    assert ServingConfig(model_uri="/models/model.onnx").reload_dir == "/models"
+    assert ServingConfig(model_uri="models:/digits-classifier@champion").reload_dir is None
+    registry = ServingConfig(model_uri="models:/digits-classifier@champion", model_dir="/m")
+    assert registry.reload_dir == "/m"

@@ -74,7 +74,7 @@ def test_shuffle_degrades_predictions_but_keeps_the_input_summary(model: LoadedM
     assert agreement < 0.9  # random rows, linear model; the real model: test_pipeline_parity
     healthy_text = healthy.get("/metrics").body.decode()
     degraded_text = degraded.get("/metrics").body.decode()
-    intensity = "inference_input_mean_intensity_sum"
+    intensity = "inference_input_scaled_mean_sum"
     assert metric_value(healthy_text, intensity) == pytest.approx(
         metric_value(degraded_text, intensity)
     )

@@ -268,3 +268,60 @@ def test_shutdown_closes_idle_connections_and_aborts_stragglers(model_dir: Path)
     assert data == b""  # aborted after the graceful timeout, without an answer
     idle.close()
     straggler.close()
+
+
+def test_a_half_sent_request_does_not_hold_the_shutdown(model_dir: Path) -> None:
+    """Half a header at SIGTERM: the header timeout ends it, not the (long) graceful timeout."""
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), header_timeout_s=0.5, graceful_timeout_s=20.0
+    )
+    with threaded_server(config) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-le")
+        wait_until(lambda: any(c.busy for c in server.connections), what="the half request")
+        started = time.monotonic()
+    assert time.monotonic() - started < 3  # the block's exit waited for the server to stop
+    answer = slow.recv(65536)
+    assert status(answer) == 408 and b"HEADER_TIMEOUT_S=0.5" in answer
+    slow.close()
+
+
+def test_request_bytes_held_over_all_connections_are_capped_and_released(
+    model_dir: Path,
+) -> None:
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), max_body_bytes=4096, max_buffered_bytes=8192
+    )
+    with threaded_server(config) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        head = b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 4000\r\n\r\n"
+        holders = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        for sock in holders[:2]:
+            sock.sendall(head + b" " * 3000)
+        wait_until(lambda: server.buffered == 6000, what="two bodies held")
+        holders[2].sendall(head + b" " * 3000)  # 9000 > 8192
+        refused = read_responses(holders[2], 1)[0]
+        assert status(refused) == 503 and b"too many request bytes" in refused
+        assert server.buffered == 6000
+        for sock in holders:
+            sock.close()
+        wait_until(lambda: server.buffered == 0 and not server.connections, what="release")
+        # answered, refused and pipelined requests all give their bytes back
+        answers = exchange(port, post() + post(body=b"x" * 5000), responses=2)
+        assert [status(a) for a in answers] == [200, 413]
+        wait_until(lambda: server.buffered == 0, what="release after answers")
+
+
+def test_many_small_chunks_are_framing_not_header_bytes(server: tuple[str, int]) -> None:
+    """Chunk size lines count against nothing (up to a few bytes each); only what is neither
+    body nor framing (headers, trailers) counts against MAX_HEADER_BYTES."""
+    _, port = server
+    body = BODY + b" " * (4000 - len(BODY))  # JSON allows the trailing whitespace
+    chunks = b"".join(b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    head = b"POST /predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+    answer = exchange(port, head + chunks + b"0\r\n\r\n")[0]
+    assert status(answer) == 200, answer  # 4,000 chunks: ~24 KB of framing
+    trailer = b"0\r\nx-big: " + b"a" * 20000 + b"\r\n\r\n"
+    refused = exchange(port, head + b"2\r\n{}\r\n" + trailer)[0]
+    assert status(refused) == 431 and b"MAX_HEADER_BYTES" in refused

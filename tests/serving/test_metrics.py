@@ -17,7 +17,7 @@ CONTRACT = {
     "inference_request_duration_seconds": "histogram",
     "inference_predictions_total": "counter",
     "inference_prediction_confidence": "histogram",
-    "inference_input_mean_intensity": "histogram",
+    "inference_input_scaled_mean": "histogram",
     "inference_model_info": "gauge",
     "inference_model_reloads_total": "counter",
 }
@@ -97,11 +97,11 @@ def test_metrics_move_with_successes_errors_classes_and_inputs(
     assert abs(metric_value(text, "inference_prediction_confidence_sum") - confidence.sum()) < 1e-4
     top = metric_value(text, "inference_prediction_confidence_bucket", le="1.0")
     assert top == 7
-    intensity = np.concatenate([rows, rows[:1]]).mean(axis=1) / 16.0
-    assert metric_value(text, "inference_input_mean_intensity_count") == 7
-    assert abs(metric_value(text, "inference_input_mean_intensity_sum") - intensity.sum()) < 1e-4
+    intensity = np.concatenate([rows, rows[:1]]).mean(axis=1) / 16.0  # the range [0, 16]
+    assert metric_value(text, "inference_input_scaled_mean_count") == 7
+    assert abs(metric_value(text, "inference_input_scaled_mean_sum") - intensity.sum()) < 1e-4
     below = int((intensity <= 0.5).sum())
-    assert metric_value(text, "inference_input_mean_intensity_bucket", le="0.5") == below
+    assert metric_value(text, "inference_input_scaled_mean_bucket", le="0.5") == below
 
 
 def test_histogram_bucket_edges_follow_prometheus_le_semantics() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ml.serving.model import DEFAULT_PIXEL_MAX, ModelError, load_model
+from ml.serving.model import ModelError, load_model
 from ml.serving.registry import fetch_registered_model, parse_registry_uri
 
 from .conftest import digits_rows, make_onnx, write_registration
@@ -18,7 +19,10 @@ from .conftest import digits_rows, make_onnx, write_registration
 def test_load_reads_the_registration_record(model_dir: Path) -> None:
     model = load_model(str(model_dir / "model.onnx"))
     assert (model.name, model.version, model.git_commit) == ("digits-classifier", "7", "commit-7")
-    assert (model.features, model.num_classes, model.pixel_max) == (64, 10, 16.0)
+    assert (model.features, model.num_classes) == (64, 10)
+    # the input metric scales by the record's declared range [0, 16]
+    rows = np.stack([np.zeros(64), np.full(64, 16.0), np.full(64, 4.0)]).astype(np.float32)
+    assert model.input_summary(rows) == pytest.approx([0.0, 1.0, 0.25])
     probabilities, labels = model.predict(digits_rows(4))
     assert probabilities.shape == (4, 10) and probabilities.dtype == np.float32
     assert labels.dtype == np.int64 and labels.tolist() == probabilities.argmax(axis=1).tolist()
@@ -31,15 +35,44 @@ def test_load_without_a_record_uses_the_file_hash_as_version(tmp_path: Path) -> 
     model = load_model(str(path), name="tiny")
     assert model.name == "tiny" and model.version.startswith("sha256-")
     assert model.version[7:] == model.sha256[:12] and model.git_commit == "unknown"
-    assert (model.features, model.num_classes, model.pixel_max) == (16, 3, DEFAULT_PIXEL_MAX)
+    assert (model.features, model.num_classes) == (16, 3)
+    rows = np.stack([np.full(16, 2.0), np.arange(16)]).astype(np.float32)
+    assert model.input_summary(rows) == pytest.approx([2.0, 7.5])  # no schema: the plain mean
 
 
-def test_pixel_max_comes_from_the_record_params(tmp_path: Path) -> None:
-    path = make_onnx(tmp_path / "model.onnx", pixel_max=255.0)
-    write_registration(path, params={"data": {"pixel_max": 255}})
-    assert load_model(str(path)).pixel_max == 255.0
-    write_registration(path, params={"data": {"pixel_max": "big"}})
-    assert load_model(str(path)).pixel_max == DEFAULT_PIXEL_MAX
+def test_the_input_metric_scales_each_feature_by_its_declared_range(tmp_path: Path) -> None:
+    path = make_onnx(tmp_path / "model.onnx", features=3, classes=2)
+    features = [
+        {"name": "a", "range": [0, 1]},
+        {"name": "b", "range": [-10, 10]},
+        {"name": "c", "range": [100, 300]},
+    ]
+    schema = {"kind": "tabular", "features": features, "normalisation": "standardize"}
+    write_registration(path, input=schema)
+    model = load_model(str(path))
+    rows = np.array([[0, -10, 100], [1, 10, 300], [0.5, 0, 200]], dtype=np.float32)
+    assert model.input_summary(rows) == pytest.approx([0.0, 1.0, 0.5])
+    assert model.input_summary_of_one(rows[2:]) == pytest.approx(0.5)
+    assert model.metadata()["input"]["features"][1]["name"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        (
+            {"kind": "image", "shape": [4, 4], "range": [0, 1], "normalisation": "none"},
+            "declares 16",
+        ),
+        ({"kind": "image", "shape": [8, 8], "range": [1, 0], "normalisation": "none"}, "invalid"),
+    ],
+)
+def test_a_record_schema_the_model_cannot_take_is_refused(
+    tmp_path: Path, schema: dict[str, object], fragment: str
+) -> None:
+    path = make_onnx(tmp_path / "model.onnx")
+    write_registration(path, input=schema)
+    with pytest.raises(ModelError, match=fragment):
+        load_model(str(path))
 
 
 @pytest.mark.parametrize(
@@ -69,18 +102,33 @@ def test_a_record_for_another_file_is_refused(model_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "content, fragment",
-    [("{", "unreadable registration record"), ("[1]", "must be a JSON object")],
+    "content",
+    [
+        "{",
+        "[1]",
+        '{"model_name": "digits-classifier", "note": "any JSON at all"}',
+        "VALID_WITH_EXTRA_FIELD",
+        "VALID_WITHOUT_SHA",
+    ],
+    ids=["malformed", "not-an-object", "arbitrary-json", "unknown-field", "missing-field"],
 )
-def test_bad_registration_records(model_dir: Path, content: str, fragment: str) -> None:
+def test_a_record_outside_the_contract_is_refused(model_dir: Path, content: str) -> None:
+    """The pipeline's own contract (ml.registration) decides what /metadata may show."""
+    record = json.loads((model_dir / "registration.json").read_text())
+    if content == "VALID_WITH_EXTRA_FIELD":
+        content = json.dumps({**record, "secret": "shown unauthenticated"})
+    elif content == "VALID_WITHOUT_SHA":
+        content = json.dumps({k: v for k, v in record.items() if k != "onnx_sha256"})
     (model_dir / "registration.json").write_text(content)
-    with pytest.raises(ModelError, match=fragment):
+    with pytest.raises(ModelError, match="not a registration record"):
         load_model(str(model_dir / "model.onnx"))
 
 
-def test_a_named_record_must_exist(model_dir: Path) -> None:
-    with pytest.raises(ModelError, match="registration record not found"):
+def test_a_named_record_must_exist_and_be_a_regular_file(model_dir: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read registration record: No such file"):
         load_model(str(model_dir / "model.onnx"), registration_path=str(model_dir / "nope.json"))
+    with pytest.raises(ModelError, match="registration record is not a regular file"):
+        load_model(str(model_dir / "model.onnx"), registration_path=str(model_dir))
 
 
 @pytest.mark.parametrize(
@@ -115,7 +163,7 @@ def test_registry_uris_resolve_through_mlflow(
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("serving", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_params({"data.pixel_max": 16.0})
+        mlflow.log_params({"seed": 42})
         mlflow.log_metric("accuracy", 0.93)
         mlflow.set_tag("mlflow.source.git.commit", "abc123")
         mlflow.onnx.log_model(
@@ -126,8 +174,12 @@ def test_registry_uris_resolve_through_mlflow(
         )
     MlflowClient().set_registered_model_alias("digits-classifier", "champion", "1")
 
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     by_alias = load_model("models:/digits-classifier@champion")
     by_version = load_model("models:/digits-classifier/1")
+    assert list(scratch.iterdir()) == []  # downloads removed: reloads do not fill /tmp
     direct = load_model(str(model_dir / "model.onnx"))
     rows = digits_rows(5)
     for loaded in (by_alias, by_version):

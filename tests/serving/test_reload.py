@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -54,10 +57,10 @@ def test_reload_with_an_explicit_registration_record(
     record = json.loads((other_model_dir / "registration.json").read_text())
     elsewhere = tmp_path / "records" / "v8.json"
     elsewhere.parent.mkdir()
-    elsewhere.write_text(json.dumps({**record, "version": "8b"}))
+    elsewhere.write_text(json.dumps({**record, "version": "81"}))
     (other_model_dir / "registration.json").unlink()
     body = {"model_uri": str(other_model_dir / "model.onnx"), "registration": str(elsewhere)}
-    assert reload(client, body).json()["current"]["version"] == "8b"
+    assert reload(client, body).json()["current"]["version"] == "81"
 
 
 @pytest.mark.parametrize(
@@ -159,6 +162,7 @@ def test_a_thousand_requests_in_flight_during_a_reload_all_succeed(
     """Requests held in flight (1.5 s injected latency) while the model is swapped under them."""
     config = ServingConfig(
         model_uri=str(model_dir / "model.onnx"),
+        model_dir=str(model_dir.parent),
         admin_token=TOKEN,
         faults=FaultConfig(latency_ms=1500.0),
     )
@@ -209,3 +213,109 @@ def test_a_thousand_requests_in_flight_during_a_reload_all_succeed(
     versions = {str(payload["model_version"]) for _, payload in responses}
     assert "7" in versions and versions <= {"7", "8"}  # in-flight ones finish on their model
     assert after["model_version"] == "8"  # ... and the new one serves from then on
+
+
+# -- what a reload may read ---------------------------------------------------------------------
+
+
+def reload_over_http(base: str, body: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{base}/admin/reload", json=body, headers=AUTH, timeout=10)
+
+
+def test_reload_reads_only_under_the_model_directory(
+    model_dir: Path, other_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Outside MODEL_DIR nothing is read, and the refusal reads the same whether or not the
+    path exists: the endpoint cannot probe the file system (symlinks resolved first)."""
+    outside = tmp_path_factory.mktemp("outside")
+    make_onnx(outside / "model.onnx", seed=8)  # a valid model, just not in the model directory
+    (model_dir.parent / "escape.onnx").symlink_to(outside / "model.onnx")
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), model_dir=str(model_dir.parent), admin_token=TOKEN
+    )
+    with threaded_server(config) as (base, _server):
+        refusals = [
+            reload_over_http(base, {"model_uri": uri})
+            for uri in (
+                str(outside / "model.onnx"),  # exists, valid
+                str(outside / "absent.onnx"),  # does not exist
+                "/etc/passwd",  # exists, not a model
+                "escape.onnx",  # a symlink out of the directory
+                f"../{outside.name}/model.onnx",
+                str(model_dir.parent),  # the directory itself
+            )
+        ]
+        record = reload_over_http(
+            base, {"model_uri": "v8/model.onnx", "registration": "/etc/hostname"}
+        )
+        relative = reload_over_http(base, {"model_uri": "v8/model.onnx"})
+    assert {r.status_code for r in refusals} == {422}
+    errors = {r.json()["error"] for r in refusals}
+    assert errors == {
+        "reload failed: model_uri must name a file under the model directory (MODEL_DIR)"
+    }
+    assert all(r.json()["serving"]["version"] == "7" for r in refusals)
+    assert record.status_code == 422 and "registration must name a file under" in record.text
+    assert relative.status_code == 200 and relative.json()["current"]["version"] == "8"
+
+
+def test_a_named_pipe_hangs_neither_reload_nor_shutdown(model_dir: Path) -> None:
+    os.mkfifo(model_dir / "pipe.onnx")
+    os.mkfifo(model_dir / "pipe.json")
+    config = ServingConfig(model_uri=str(model_dir / "model.onnx"), admin_token=TOKEN)
+    with threaded_server(config) as (base, _server):
+        as_model = reload_over_http(base, {"model_uri": str(model_dir / "pipe.onnx")})
+        as_record = reload_over_http(
+            base,
+            {"model_uri": str(model_dir / "model.onnx"), "registration": "pipe.json"},
+        )
+        assert httpx.get(f"{base}/v2/health/ready").status_code == 200
+    # leaving the block stopped the server (threaded_server fails if it does not stop)
+    assert as_model.status_code == 422 and "model file is not a regular file" in as_model.text
+    assert as_record.status_code == 422
+    assert "registration record is not a regular file" in as_record.text
+
+
+def test_a_registration_outside_the_contract_is_refused_on_reload(
+    model_dir: Path, other_model_dir: Path
+) -> None:
+    (other_model_dir / "registration.json").write_text('{"model_name": "x", "anything": 1}')
+    config = ServingConfig(
+        model_uri=str(model_dir / "model.onnx"), model_dir=str(model_dir.parent), admin_token=TOKEN
+    )
+    with threaded_server(config) as (base, _server):
+        answer = reload_over_http(base, {"model_uri": str(other_model_dir / "model.onnx")})
+        metadata = httpx.get(f"{base}/metadata").json()
+    assert answer.status_code == 422 and "not a registration record" in answer.text
+    assert "anything" not in metadata and metadata["version"] == "7"
+
+
+def test_a_stuck_load_times_out_and_the_old_model_keeps_serving(model: LoadedModel) -> None:
+    from ml.serving.app import ModelService
+
+    release = threading.Event()
+
+    def stuck(uri: str, registration: str | None) -> LoadedModel:
+        release.wait(30)  # a read blocked in the kernel (a hung network file system)
+        raise AssertionError("abandoned loads are never used")
+
+    config = ServingConfig(admin_token=TOKEN, reload_timeout_s=0.3)
+    client = AsgiClient(ModelService(model, config, loader=stuck))
+    started = time.monotonic()
+    response = reload(client, {"model_uri": "model.onnx"})
+    release.set()
+    assert time.monotonic() - started < 5
+    assert response.status == 422  # type: ignore[attr-defined]
+    assert "RELOAD_TIMEOUT_S=0.3" in response.json()["error"]  # type: ignore[attr-defined]
+    assert client.post("/predict", {"instances": digits_rows(1).tolist()}).status == 200
+
+
+def test_file_reloads_are_off_without_a_model_directory(model: LoadedModel) -> None:
+    from .conftest import make_app
+
+    client = AsgiClient(
+        make_app(model, model_uri="models:/digits-classifier@champion", admin_token=TOKEN)
+    )
+    response = reload(client, {"model_uri": "/models/model.onnx"})
+    assert response.status == 422  # type: ignore[attr-defined]
+    assert "set MODEL_DIR" in response.json()["error"]  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -121,7 +122,7 @@ def test_graceful_shutdown_drains_requests_in_flight(model_dir: Path, http_serve
     env = service_env(
         MODEL_URI=str(model_dir / "model.onnx"),
         PORT=str(free_port()),
-        FAULT_LATENCY_MS="2500",  # long enough that all 20 are surely in flight together
+        FAULT_LATENCY_MS="5000",  # long enough that all 20 are in flight together on a busy machine
         HTTP_SERVER=http_server,
     )
     with subprocess_server([sys.executable, "-m", "ml.serving"], env) as (base, process):
@@ -159,3 +160,74 @@ def test_both_http_servers_answer_alike(model_dir: Path, http_server: str) -> No
         response = httpx.post(f"{base}/predict", content=b"{oops")
         assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
         assert "server" not in response.headers  # no server banner
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = os.getenv("WRK_BODY")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,'
+    .. '"status":%d}\\n', summary.requests, e.connect, e.read, e.write, e.timeout, e.status))
+end
+"""
+
+
+def test_sigterm_under_load_loses_no_request(model_dir: Path, tmp_path: Path) -> None:
+    """wrk keeps 64 keep-alive connections busy; SIGTERM lands mid-load. wrk honours Connection:
+    close by reconnecting, which fails once the listener is closed: it counts each refused
+    connect as a write error (its non-blocking connect fails on the first write), never a lost
+    request. A request written and not answered is a read error (the old drain: 64 of 64); a
+    non-2xx is a status error. Both must be zero."""
+    port = free_port()
+    env = service_env(MODEL_URI=str(model_dir / "model.onnx"), PORT=str(port))
+    script = tmp_path / "drain.lua"
+    script.write_text(_WRK_SCRIPT)
+    body = json.dumps({"instances": digits_rows(1).tolist()})
+    with subprocess_server([sys.executable, "-m", "ml.serving"], env) as (base, process):
+        wrk = subprocess.Popen(
+            [
+                "wrk",
+                "-t1",
+                "-c64",
+                "-d4s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                f"{base}/predict",
+            ],
+            env={**os.environ, "WRK_BODY": body},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def under_load() -> bool:
+            text = httpx.get(f"{base}/metrics").text
+            served = metric_value(text, "inference_requests_total", endpoint="predict", code="200")
+            return served > 5000
+
+        wait_until(under_load, what="wrk's load to be under way")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        output, _ = wrk.communicate(timeout=60)
+    line = next(x for x in output.splitlines() if x.startswith("WRK "))
+    result = json.loads(line[4:])
+    assert result["requests"] > 5000
+    lost = {k: result[k] for k in ("read", "timeout", "status")}
+    assert lost == {"read": 0, "timeout": 0, "status": 0}, result
+
+
+def test_the_rollout_drains_pods_within_their_grace_period() -> None:
+    """preStop sleeps until the endpoints are gone, then the drain runs; both must fit inside
+    terminationGracePeriodSeconds, or the kubelet kills the pod mid-drain."""
+    import yaml
+
+    rollout = yaml.safe_load((REPO / "apps/_shared/model-service/rollout.yaml").read_text())
+    pod = rollout["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "model-server")
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and 0 < int(command[1]) <= 10
+    drain = ServingConfig().graceful_timeout_s
+    assert int(command[1]) + drain <= pod["terminationGracePeriodSeconds"]

@@ -8,7 +8,7 @@ import torch
 from ml.config import load_params
 from ml.data import Split
 from ml.device import PrecisionPlan, precision_plan, resolve_device, seed_everything
-from ml.model import build_model
+from ml.networks import build_network
 from ml.stages.train import make_loader, train_one_epoch
 from tests.conftest import REPO
 
@@ -48,9 +48,9 @@ def test_cpu_plan_stays_fp32_without_pinning() -> None:
 
 def test_autocast_training_step_runs(tmp_path: object) -> None:
     """The autocast branch of the loop (fp16 on CUDA) exercised with CPU bf16 autocast."""
-    params = load_params(REPO / "params.yaml")
+    params = load_params(REPO / "models/digits/params.yaml", REPO / "params.yaml")
     generator = seed_everything(0)
-    model = build_model(params.model, 10, 16.0)
+    model = build_network(params.model, params.input, 10)
     plan = PrecisionPlan(True, torch.bfloat16, False, False, False)
     X = torch.rand(64, 64) * 16
     y = torch.randint(0, 10, (64,))

@@ -1,28 +1,56 @@
+"""prepare: bundled and own sources (image and tabular), split, and clear refusals."""
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ml.config import load_params
 from ml.data import load_splits
 from ml.io import read_json
 from ml.stages import prepare
-from tests.unit.conftest import write_params
+from tests.conftest import REPO
+from tests.unit.conftest import COMMON, model_workspace, write_params
+
+
+def digits_source() -> tuple[np.ndarray, np.ndarray]:
+    params = load_params(REPO / "models/digits/params.yaml", REPO / "params.yaml")
+    return prepare.load_sklearn_source("digits", params.input)
 
 
 def digits_frame(rows: int = 300) -> pd.DataFrame:
-    X, y = prepare.load_digits_source()
+    X, y = digits_source()
     frame = pd.DataFrame(X[:rows], columns=[f"px{i}" for i in range(64)])
     frame["label"] = y[:rows]
     return frame
 
 
-def run_prepare(workdir: Path, source: str | None = None) -> int:
-    if source is not None:
-        write_params(workdir, data__source=source)
-    return prepare.main(["--params", "params.yaml", "--out", "prepared"])
+def cancer_frame() -> pd.DataFrame:
+    """The breast-cancer rows as a user's CSV would hold them: named columns, named labels."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    frame = pd.DataFrame(bunch.data, columns=[str(n) for n in bunch.feature_names])
+    frame["label"] = [str(bunch.target_names[t]) for t in bunch.target]
+    return frame
+
+
+def run_prepare(workdir: Path, source: str | None = None, **overrides: Any) -> int:
+    if source is not None or overrides:
+        model = workdir.name
+        write_params(workdir, model, **({"data__source": source} if source else {}), **overrides)
+    return prepare.main([*COMMON, "--out", "prepared"])
+
+
+@pytest.fixture
+def cancer_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = model_workspace(tmp_path, "breast-cancer")
+    monkeypatch.chdir(folder)
+    return folder
 
 
 def test_default_digits_split_is_stratified_and_complete(workdir: Path) -> None:
@@ -55,7 +83,7 @@ def test_table_sources(workdir: Path, suffix: str) -> None:
 
 
 def test_npz_source_with_image_shape(workdir: Path) -> None:
-    X, y = prepare.load_digits_source()
+    X, y = digits_source()
     np.savez(workdir / "mine.npz", X=X[:200].reshape(-1, 8, 8), y=y[:200])
     assert run_prepare(workdir, "mine.npz") == 0
 
@@ -82,7 +110,7 @@ def _write(path: Path, content: bytes) -> str:
         (
             "narrow.csv",
             lambda p: (digits_frame().iloc[:, 60:].to_csv(p, index=False), p.name)[1],
-            "expected 64 pixel columns",
+            "expected 64 pixel columns (8x8)",
         ),
         (
             "nolabel.csv",
@@ -125,3 +153,52 @@ def test_too_few_rows(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None
     digits_frame(5).to_csv(workdir / "tiny.csv", index=False)
     assert run_prepare(workdir, "tiny.csv") == 1
     assert "need at least 10" in capsys.readouterr().err
+
+
+def test_bundled_tabular_source_takes_the_declared_features(cancer_dir: Path) -> None:
+    assert run_prepare(cancer_dir) == 0
+    splits = load_splits(cancer_dir / "prepared")
+    assert sum(len(s.y) for s in splits.values()) == 569
+    assert all(s.X.shape[1] == 30 for s in splits.values())
+    assert set(np.unique(splits["train"].y)) == {0, 1}
+
+
+def test_tabular_csv_with_reordered_columns_and_named_labels(cancer_dir: Path) -> None:
+    frame = cancer_frame()
+    frame[list(reversed(frame.columns))].to_csv(cancer_dir / "own.csv", index=False)
+    assert run_prepare(cancer_dir, "own.csv") == 0
+    own = load_splits(cancer_dir / "prepared")
+    assert run_prepare(cancer_dir, "sklearn:breast_cancer") == 0
+    bundled = load_splits(cancer_dir / "prepared")
+    # same rows, same order of features, labels mapped by task.classes: the same split
+    np.testing.assert_allclose(own["test"].X, bundled["test"].X, rtol=1e-6)
+    np.testing.assert_array_equal(own["test"].y, bundled["test"].y)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["mean area"]), "missing ['mean area']"),
+        (lambda f: f.assign(extra=1.0), "undeclared ['extra']"),
+        (lambda f: f.assign(label="unknown"), "neither integers nor class names"),
+    ],
+)
+def test_tabular_csv_refusals_name_the_column(
+    cancer_dir: Path, capsys: pytest.CaptureFixture[str], change: Any, message: str
+) -> None:
+    change(cancer_frame()).to_csv(cancer_dir / "own.csv", index=False)
+    assert run_prepare(cancer_dir, "own.csv") == 1
+    err = capsys.readouterr().err
+    assert message in err and "own.csv" in err
+    assert not (cancer_dir / "prepared").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("sklearn:no_such_set", "bundles no data set"), ("sklearn:wine", "no feature(s)")],
+)
+def test_bundled_source_refusals(
+    cancer_dir: Path, capsys: pytest.CaptureFixture[str], source: str, message: str
+) -> None:
+    assert run_prepare(cancer_dir, source) == 1
+    assert message in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The registration record contract (ml.registration): what register writes, every reader parses."""
+"""The registration record contract (ml.registration): what register writes, every reader parses;
+the git-tracked file holds content only, the machine's facts stay in the local file."""
 
 from __future__ import annotations
 
@@ -7,19 +8,38 @@ from pathlib import Path
 
 import pytest
 
-from ml.registration import RecordError, parse_record, read_record
+from ml.registration import (
+    MACHINE_LOCAL,
+    RecordError,
+    local_record_path,
+    parse_record,
+    read_best_record,
+    read_record,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+MODELS = ("digits", "breast-cancer")
 
 
-def _record() -> dict[str, object]:
-    return json.loads((REPO / "models" / "registration.json").read_text())
+def _record(model: str = "digits") -> dict[str, object]:
+    return json.loads((REPO / "models" / model / "registration.json").read_text())
 
 
-def test_the_committed_record_parses() -> None:
-    record = read_record(REPO / "models" / "registration.json")
-    assert record.model_name == "digits-classifier"
+@pytest.mark.parametrize("model", MODELS)
+def test_the_committed_records_parse_and_hold_no_machine_fact(model: str) -> None:
+    record = read_record(REPO / "models" / model / "registration.json")
+    assert record.catalog_name == model
     assert all(gate.passed for gate in record.gates)
+    assert record.version is None and record.git_commit is None and record.latency is None
+    assert not set(MACHINE_LOCAL) & set(_record(model))
+
+
+def test_the_records_carry_schema_and_task() -> None:
+    digits = read_record(REPO / "models/digits/registration.json")
+    cancer = read_record(REPO / "models/breast-cancer/registration.json")
+    assert digits.input.kind == "image" and digits.task.type == "multiclass"
+    assert cancer.input.kind == "tabular" and cancer.task.positive_class == "malignant"
+    assert cancer.input.feature_names()[:2] == ["mean radius", "mean texture"]
 
 
 @pytest.mark.parametrize(
@@ -29,6 +49,8 @@ def test_the_committed_record_parses() -> None:
         ({"unexpected": 1}, "unexpected"),
         ({"model_name": "../../etc"}, "model_name"),
         ({"gates": [{"gate": "x"}]}, "gates.0.measured"),
+        ({"task": {"type": "binary", "classes": ["a"]}}, "task"),
+        ({"input": {"kind": "audio"}}, "input"),
     ],
 )
 def test_a_record_of_another_shape_is_refused_naming_the_field(
@@ -47,3 +69,22 @@ def test_any_json_is_not_a_record() -> None:
 def test_an_unreadable_file_names_itself(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="missing.json: cannot read"):
         read_record(tmp_path / "missing.json")
+
+
+def test_the_local_record_is_used_only_for_the_same_model(tmp_path: Path) -> None:
+    tracked = tmp_path / "registration.json"
+    tracked.write_text(json.dumps(_record()))
+    assert local_record_path(tracked) == tmp_path / "registration.local.json"
+    assert read_best_record(tracked).version is None  # no local file: the tracked record
+    local = {**_record(), "version": "7", "git_commit": "abc-dirty"}
+    local_record_path(tracked).write_text(json.dumps(local))
+    assert read_best_record(tracked).version == "7"
+    stale = {**local, "onnx_sha256": "0" * 64}  # registered from an earlier model
+    local_record_path(tracked).write_text(json.dumps(stale))
+    assert read_best_record(tracked).version is None
+
+
+def test_tracked_drops_exactly_the_machine_local_fields() -> None:
+    full = parse_record(json.dumps({**_record(), "version": "3", "run_id": "r1"}))
+    assert full.tracked().version is None and full.tracked().run_id is None
+    assert set(full.tracked_json()) == set(_record())

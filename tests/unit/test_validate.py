@@ -1,3 +1,5 @@
+"""validate: the prepared splits against the model's declared input schema and task."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +9,12 @@ import pytest
 
 from ml.data import Split, load_splits, save_split
 from ml.stages import prepare, validate
+from tests.unit.conftest import COMMON, model_workspace
 
 
 @pytest.fixture
 def prepared(workdir: Path) -> Path:
-    assert prepare.main(["--out", "prepared"]) == 0
+    assert prepare.main([*COMMON, "--out", "prepared"]) == 0
     return workdir / "prepared"
 
 
@@ -20,7 +23,7 @@ def rewrite(prepared: Path, name: str, X: np.ndarray, y: np.ndarray) -> None:
 
 
 def run_validate() -> int:
-    return validate.main(["--data", "prepared", "--report", "reports/validation.json"])
+    return validate.main([*COMMON, "--data", "prepared", "--report", "reports/validation.json"])
 
 
 def test_clean_data_passes_and_writes_report(prepared: Path, workdir: Path) -> None:
@@ -48,7 +51,12 @@ def test_every_violation_is_listed_and_no_report_is_left(
     )
     assert run_validate() == 1
     err = capsys.readouterr().err
-    for expected in ("NaN or inf", "outside [0, 16]", "unknown labels [12]", "both val and test"):
+    for expected in (
+        "NaN or inf",
+        "px_0_1 spans [0, 99] outside [0, 16]",
+        "unknown labels [12]",
+        "both val and test",
+    ):
         assert expected in err, err
     assert "4 violation(s)" in err
     assert not (workdir / "reports" / "validation.json").exists()
@@ -59,10 +67,10 @@ def test_every_violation_is_listed_and_no_report_is_left(
     [
         (lambda X, y: (X.astype(np.float64), y), "X dtype is float64"),
         (lambda X, y: (X, y.astype(np.int32)), "y dtype is int32"),
-        (lambda X, y: (X[:, :10], y), "expected [n, 64]"),
+        (lambda X, y: (X[:, :10], y), "expected [n, 64] (input schema)"),
         (lambda X, y: (X, y[:-1]), "y has shape"),
         (lambda X, y: (X[:0], y[:0]), "split is empty"),
-        (lambda X, y: (X[y != 3], y[y != 3]), "classes [3] hold less than"),
+        (lambda X, y: (X[y != 3], y[y != 3]), "classes ['3'] hold less than"),
     ],
 )
 def test_single_violations(
@@ -85,3 +93,19 @@ def test_corrupt_split_file(prepared: Path, capsys: pytest.CaptureFixture[str]) 
     (prepared / "test.npz").write_bytes(b"garbage")
     assert run_validate() == 1
     assert "unreadable split file" in capsys.readouterr().err
+
+
+def test_tabular_ranges_are_checked_per_feature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_workspace(tmp_path, "breast-cancer")
+    monkeypatch.chdir(folder)
+    assert prepare.main([*COMMON, "--out", "prepared"]) == 0
+    split = load_splits(folder / "prepared")["test"]
+    X = split.X.copy()
+    X[2, 4] = 0.9  # mean smoothness is declared in [0, 0.25]; 0.9 fits every other range
+    rewrite(folder / "prepared", "test", X, split.y)
+    assert run_validate() == 1
+    err = capsys.readouterr().err
+    assert "test: 1 row(s) out of the declared input range: mean smoothness spans" in err
+    assert "outside [0, 0.25]" in err

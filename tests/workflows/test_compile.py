@@ -1,5 +1,6 @@
-"""The Argo WorkflowTemplate compiled from dvc.yaml is dvc.yaml's DAG: same stages, same edges
-(as DVC itself computes them), same commands; the committed YAML is what the generator writes."""
+"""Each app's Argo WorkflowTemplate, compiled from its model's dvc.yaml, is that pipeline's DAG:
+same stages, same edges (as DVC itself computes them), same commands, run in the model's folder;
+the committed YAML of every app is what the generator writes, and only opted-in apps get any."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from hera.workflows import models as m
 
+from ml.catalog import ModelEntry, load_catalog
 from ml.workflows.compile import (
     GPU_STAGES,
     WorkflowError,
@@ -20,32 +22,44 @@ from ml.workflows.compile import (
     stage_edges,
     stage_script,
 )
-from ml.workflows.generate import MONITORING, WORKFLOWS, expected_files, main, stale
+from ml.workflows.generate import COMPONENT, expected_files, main, stale
 from tests.conftest import REPO, VENV_BIN
 
 EXTRA_TASKS = {"checkout", "propose"}
+CATALOG = load_catalog(REPO / "models.yaml")
+
+
+@pytest.fixture(scope="module", params=CATALOG.names)
+def entry(request: pytest.FixtureRequest) -> ModelEntry:
+    return CATALOG.get(request.param)
+
+
+def generated(entry: ModelEntry) -> Path:
+    return REPO / "apps" / entry.app / "base" / COMPONENT
 
 
 @pytest.fixture(scope="module")
-def committed() -> dict[str, Any]:
-    text = (REPO / WORKFLOWS / "workflowtemplate.yaml").read_text()
+def committed(entry: ModelEntry) -> dict[str, Any]:
+    text = (generated(entry) / "workflowtemplate.yaml").read_text()
     document: dict[str, Any] = yaml.safe_load(text)
     return document
 
 
 @pytest.fixture(scope="module")
-def dvc_graph() -> tuple[set[str], set[tuple[str, str]], dict[str, str]]:
-    """Stages, edges (upstream, downstream) and commands as DVC itself sees them."""
+def dvc_graph(entry: ModelEntry) -> tuple[set[str], set[tuple[str, str]], dict[str, str]]:
+    """Stages, edges (upstream, downstream) and commands of the model's pipeline as DVC itself
+    sees them (templating resolved)."""
     dot = subprocess.run(
-        [str(VENV_BIN / "dvc"), "dag", "--dot"],
+        [str(VENV_BIN / "dvc"), "dag", "--dot", entry.pipeline],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    prefix = f"{entry.pipeline}:"
     nodes, edges = set(), set()
     for line in dot.splitlines():
-        parts = [p.strip().strip('";') for p in line.split("->")]
+        parts = [p.strip().strip('";').removeprefix(prefix) for p in line.split("->")]
         if len(parts) == 2:
             edges.add((parts[0], parts[1]))
         elif line.strip().endswith('";'):
@@ -53,7 +67,11 @@ def dvc_graph() -> tuple[set[str], set[tuple[str, str]], dict[str, str]]:
     from dvc.repo import Repo
 
     with Repo(str(REPO)) as repo:
-        commands = {s.name: " ".join(str(s.cmd).split()) for s in repo.index.stages}
+        commands = {
+            s.name: " ".join(str(s.cmd).split())
+            for s in repo.index.stages
+            if s.addressing.startswith(prefix)
+        }
     return nodes, edges, commands
 
 
@@ -86,8 +104,14 @@ def test_the_step_graph_is_dvc_yamls_stage_graph(
     assert set(tasks["propose"]["dependencies"]) == leaves
     templates = templates_of(committed)
     for stage, command in commands.items():
-        script = templates[tasks[stage]["template"]]["container"]["args"][0]
-        assert command in script.splitlines(), f"{stage}: command differs from dvc.yaml"
+        script = templates[tasks[stage]["template"]]["container"]["args"][0].splitlines()
+        assert command in script, f"{stage}: command differs from dvc.yaml"
+        assert script[1] == f"cd /workspace/repo/{entry_of(committed).folder}", stage
+
+
+def entry_of(document: dict[str, Any]) -> ModelEntry:
+    description = document["metadata"]["annotations"]["workflows.argoproj.io/description"]
+    return next(e for e in CATALOG.entries if description.startswith(e.pipeline))
 
 
 def test_each_step_pulls_its_inputs_then_commits_and_pushes_its_outputs(
@@ -125,20 +149,20 @@ def test_gpu_only_where_asked_and_every_step_has_resources_and_retries(
         assert template["container"]["securityContext"]["readOnlyRootFilesystem"] is True
     train = templates_of(committed)["train"]
     assert train["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    trainer = entry_of(committed).trainer_image
+    assert train["container"]["image"] == f"{trainer}:unreleased"
     assert train["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
 
 
-def test_the_generated_yaml_round_trips_through_heras_argo_models(
-    committed: dict[str, Any],
-) -> None:
+def test_the_generated_yaml_round_trips_through_heras_argo_models(entry: ModelEntry) -> None:
     """Hera's models come from Argo's OpenAPI spec: a field they do not know would be dropped."""
     for name, kind in (
         ("workflowtemplate.yaml", m.WorkflowTemplate),
         ("cronworkflow.yaml", m.CronWorkflow),
     ):
-        document = yaml.safe_load((REPO / WORKFLOWS / name).read_text())
+        document = yaml.safe_load((generated(entry) / name).read_text())
         parsed = kind.model_validate(document)
         again = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
         assert again == document, name
@@ -152,9 +176,14 @@ def test_committed_files_are_what_the_generator_writes(
 
 
 def copy_inputs(target: Path) -> Path:
-    for rel in ("dvc.yaml", "params.yaml", MONITORING / "cronjob.yaml"):
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+    """What the generator reads: models.yaml, the params, each model's dvc.yaml, each app's base
+    kustomization (its opt-in); nothing generated."""
+    for rel in ("models.yaml", "params.yaml"):
         shutil.copy(REPO / rel, target / rel)
+    for entry in CATALOG.entries:
+        for rel in (entry.pipeline, entry.params, f"apps/{entry.app}/base/kustomization.yaml"):
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / rel, target / rel)
     return target
 
 
@@ -163,8 +192,9 @@ def test_a_changed_schedule_fails_the_check_until_regenerated(
 ) -> None:
     root = copy_inputs(tmp_path)
     assert main(["--root", str(root)]) == 0  # writes everything into the copy
-    params = (root / "params.yaml").read_text()
-    (root / "params.yaml").write_text(
+    own = root / "models/digits/params.yaml"
+    params = own.read_text()
+    own.write_text(
         params.replace('schedule: "0 3 * * 1"', 'schedule: "0 4 * * 2"').replace(
             'schedule: "17 * * * *"', 'schedule: "5 * * * *"'
         )
@@ -174,18 +204,33 @@ def test_a_changed_schedule_fails_the_check_until_regenerated(
     err = capsys.readouterr().err
     assert "+  - 0 4 * * 2" in err and '+  schedule: "5 * * * *"' in err
     assert "run `make workflows`" in err
+    assert "breast-cancer" not in err  # the other app is untouched
     assert main(["--root", str(root)]) == 0
     assert main(["--check", "--root", str(root)]) == 0
-    cron = yaml.safe_load((root / WORKFLOWS / "cronworkflow.yaml").read_text())
+    folder = root / "apps/digits-classifier/base" / COMPONENT
+    cron = yaml.safe_load((folder / "cronworkflow.yaml").read_text())
     assert cron["spec"]["schedules"] == ["0 4 * * 2"]
-    assert "# kept equal to params.yaml" in (root / MONITORING / "cronjob.yaml").read_text()
+    assert 'schedule: "5 * * * *"' in (folder / "cronjob.yaml").read_text()
+
+
+def test_only_apps_that_opt_in_get_generated_files(tmp_path: Path) -> None:
+    root = copy_inputs(tmp_path)
+    base = root / "apps/breast-cancer/base/kustomization.yaml"
+    base.write_text(base.read_text().replace("  - continuous-training\n", ""))
+    files = expected_files(root)
+    assert files and all("apps/digits-classifier/" in str(p) for p in files)
+    assert main(["--root", str(root)]) == 0
+    assert not (root / "apps/breast-cancer/base" / COMPONENT).exists()
+    # a folder generated for an app that no longer opts in is stale
+    (root / "apps/breast-cancer/base" / COMPONENT).mkdir()
+    assert any("generated for no app" in d for d in stale(root, expected_files(root)))
 
 
 def test_generator_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = copy_inputs(tmp_path)
-    (root / MONITORING / "cronjob.yaml").write_text("kind: CronJob\n")
+    (root / "models/digits/dvc.yaml").write_text("vars: [other.yaml]\nstages: {}\n")
     assert main(["--root", str(root)]) == 1
-    assert "no `  schedule:" in capsys.readouterr().err
+    assert "vars from a file" in capsys.readouterr().err
     assert main(["--root", str(tmp_path / "nowhere")]) == 1
 
 
@@ -210,10 +255,22 @@ def test_stage_parsing_edge_cases(tmp_path: Path) -> None:
     assert stages[0].cmd == "echo 1 && echo 2"
     assert stage_edges(stages) == {"a": [], "b": ["a"], "c": ["a", "b"]}
     # only cached outputs can be pulled from the remote
-    assert "dvc pull --allow-missing out/dir" in stage_script(stages[2], stages)
-    assert "m.json" not in stage_script(stages[2], stages).split("dvc pull")[1].split("\n")[0]
-    template = build_template(stages, 1.0).to_dict()
+    script = stage_script(stages[2], stages, "models/x")
+    assert "dvc pull --allow-missing out/dir" in script and "cd /workspace/repo/models/x" in script
+    assert "m.json" not in script.split("dvc pull")[1].split("\n")[0]
+    template = build_template(stages, 1.0, CATALOG.entries[0]).to_dict()
     assert template["spec"]["activeDeadlineSeconds"] == 3600
+    dvc_yaml.write_text(
+        yaml.safe_dump(
+            {"vars": [{"name": "m"}], "stages": {"s": {"cmd": "run --name ${name} ${ other }"}}}
+        )
+    )
+    with pytest.raises(WorkflowError, match="other"):
+        load_stages(dvc_yaml)
+    dvc_yaml.write_text(
+        yaml.safe_dump({"vars": [{"name": "m"}], "stages": {"s": {"cmd": "x ${name}"}}})
+    )
+    assert load_stages(dvc_yaml)[0].cmd == "x m"
     dvc_yaml.write_text(yaml.safe_dump({"stages": {"grid": {"foreach": [1, 2], "do": {}}}}))
     with pytest.raises(WorkflowError, match="grid"):
         load_stages(dvc_yaml)
@@ -221,6 +278,4 @@ def test_stage_parsing_edge_cases(tmp_path: Path) -> None:
 
 def test_stale_reports_missing_files(tmp_path: Path) -> None:
     files = expected_files(copy_inputs(tmp_path))
-    diffs = stale(tmp_path, files)
-    # nothing generated yet: every generated file is missing; the CronJob was copied as is
-    assert len(diffs) == len(files) - 1
+    assert len(stale(tmp_path, files)) == len(files) == 7 * len(CATALOG.entries)

@@ -1,6 +1,7 @@
-"""The rendered app: the drift CronJob, the generated workflows and the references between them
-resolve after kustomize's namePrefix, the Workflow schemas are live in the manifests tool, and
-every dashboard query names a metric the service or the drift job really exports."""
+"""Every rendered app of models.yaml: the drift CronJob, the generated workflows and the references
+between them resolve after kustomize's namePrefix, each app's objects carry its own names and
+images, the Workflow schemas are live in the manifests tool, and every dashboard query names a
+metric the service or the drift job really exports."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ml.config import load_params
+
+from ml.catalog import ModelEntry, load_catalog
+from ml.config import load_params, resolved_params
 from ml.monitoring.dashboard import dashboard, queries, variable_metrics
 from ml.monitoring.metrics import exposition
 from ml.serving.model import LoadedModel
@@ -29,14 +32,17 @@ from tests.serving.conftest import AsgiClient, make_app, make_onnx, write_regist
 
 OVERLAYS = ("dev", "staging", "production")
 SCHEMA_DIR = REPO / "schemas"
+CATALOG = load_catalog(REPO / "models.yaml")
+
+
+@pytest.fixture(scope="module", params=CATALOG.names)
+def entry(request: pytest.FixtureRequest) -> ModelEntry:
+    return CATALOG.get(request.param)
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {
-        env: render_overlay(REPO / "apps" / "digits-classifier" / "overlays" / env)
-        for env in OVERLAYS
-    }
+def rendered(entry: ModelEntry) -> dict[str, list[dict[str, Any]]]:
+    return {env: render_overlay(REPO / "apps" / entry.app / "overlays" / env) for env in OVERLAYS}
 
 
 def one(objects: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
@@ -51,7 +57,7 @@ def names(objects: list[dict[str, Any]], kind: str) -> set[str]:
 
 @pytest.mark.parametrize("env", OVERLAYS)
 def test_references_resolve_after_the_name_prefix(
-    rendered: dict[str, list[dict[str, Any]]], env: str
+    rendered: dict[str, list[dict[str, Any]]], env: str, entry: ModelEntry
 ) -> None:
     objects = rendered[env]
     cron = one(objects, "CronJob", "drift-monitor")
@@ -70,7 +76,9 @@ def test_references_resolve_after_the_name_prefix(
     assert claim in names(objects, "PersistentVolumeClaim")
     config = pod["containers"][0]["envFrom"][0]["configMapRef"]["name"]
     assert config in names(objects, "ConfigMap")
-    assert pod["containers"][0]["image"] == "registry.example.com/mlops/digits-trainer:0.1.0"
+    trainer = f"registry.example.com/mlops/{entry.trainer_image}:0.1.0"
+    assert pod["containers"][0]["image"] == trainer
+    assert service == f"{entry.app}-server-pods" and template == f"{entry.app}-training"
     assert "--trigger" in arguments and "--dry-run" not in arguments
 
     workflow = one(objects, "WorkflowTemplate")
@@ -84,7 +92,7 @@ def test_references_resolve_after_the_name_prefix(
     assert token["metadata"]["name"] == f"{sa}.service-account-token"
     assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == sa
     images = {t["container"]["image"] for t in workflow["spec"]["templates"] if "container" in t}
-    assert images == {"registry.example.com/mlops/digits-trainer:0.1.0"}
+    assert images == {trainer}
     cronworkflow = one(objects, "CronWorkflow")
     assert cronworkflow["spec"]["workflowSpec"]["workflowTemplateRef"]["name"] == (
         workflow["metadata"]["name"]
@@ -101,13 +109,25 @@ def test_references_resolve_after_the_name_prefix(
     assert "ADMIN_TOKEN" in env_vars  # the patch appended, it did not replace
 
 
-def test_schedules_follow_params(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    params = load_params(REPO / "params.yaml").monitoring
+def test_schedules_and_params_follow_the_models_params(
+    rendered: dict[str, list[dict[str, Any]]], entry: ModelEntry
+) -> None:
+    params = load_params(REPO / entry.params, REPO / "params.yaml")
     objects = rendered["production"]
-    assert one(objects, "CronJob")["spec"]["schedule"] == params.drift.schedule
-    assert one(objects, "CronWorkflow")["spec"]["schedules"] == [params.retrain.schedule]
+    assert one(objects, "CronJob")["spec"]["schedule"] == params.monitoring.drift.schedule
+    assert one(objects, "CronWorkflow")["spec"]["schedules"] == [params.monitoring.retrain.schedule]
     job_params = one(objects, "ConfigMap", "drift-monitor-params")["data"]["params.yaml"]
-    assert job_params == (REPO / "params.yaml").read_text()
+    # the model's own params merged over the shared ones: the job needs no second file
+    assert yaml.safe_load(job_params) == resolved_params(params)
+
+
+def test_the_apps_schedules_differ_as_declared() -> None:
+    """A main model retrains weekly, a minor one monthly (each model's params)."""
+    schedules = {
+        e.name: load_params(REPO / e.params, REPO / "params.yaml").monitoring.retrain.schedule
+        for e in CATALOG.entries
+    }
+    assert schedules == {"digits": "0 3 * * 1", "breast-cancer": "0 4 1 * *"}
 
 
 def test_the_drift_job_may_reach_the_pods_and_nothing_unexpected(
@@ -152,7 +172,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 
 
 def test_every_dashboard_query_names_an_exported_metric(exported: set[str]) -> None:
-    document = dashboard()
+    document = dashboard("digits-classifier")
     exprs = queries(document)
     assert len(exprs) >= 25
     allowed = exported | set(PLATFORM_METRICS)
@@ -169,15 +189,20 @@ def test_every_dashboard_query_names_an_exported_metric(exported: set[str]) -> N
     assert any("rollouts_pod_template_hash" in e for e in exprs)
 
 
-def test_the_committed_dashboard_configmap_is_loadable_by_grafanas_sidecar() -> None:
-    path = REPO / "apps/digits-classifier/base/monitoring/dashboard.yaml"
-    configmap = yaml.safe_load(path.read_text())
-    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    (text,) = configmap["data"].values()
-    document = json.loads(text)
-    assert document == dashboard()
-    ids = [p["id"] for p in document["panels"]]
-    assert len(ids) == len(set(ids))
+def test_the_committed_dashboard_configmaps_are_loadable_and_unique() -> None:
+    uids = set()
+    for entry in CATALOG.entries:
+        path = REPO / "apps" / entry.app / "base/continuous-training/dashboard.yaml"
+        configmap = yaml.safe_load(path.read_text())
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (text,) = configmap["data"].values()
+        document = json.loads(text)
+        assert document == dashboard(entry.app)
+        ids = [p["id"] for p in document["panels"]]
+        assert len(ids) == len(set(ids))
+        uids.add(document["uid"])
+    # Grafana keys dashboards by uid: one per app, or the apps overwrite each other
+    assert len(uids) == len(CATALOG.entries)
 
 
 def test_alert_expressions_name_only_exported_metrics(exported: set[str]) -> None:
