@@ -116,6 +116,39 @@ def scale_time(objects: list[dict[str, Any]], factor: float) -> list[str]:
     notes: list[str] = []
     if factor == 1:
         return notes
+    for obj in objects:
+        where = f"{obj.get('kind')} {(obj.get('metadata') or {}).get('name')}"
+        notes += scale_durations(obj, factor, where)
+    return notes
+
+
+def scale_durations(node: Any, factor: float, where: str) -> list[str]:
+    """Divide, in place, every `pause.duration` (a canary step) and every analysis metric's
+    `interval` and `initialDelay` (a mapping that also has a `provider`) anywhere under `node`
+    by `factor`; -> one line per value changed. Works on parsed objects and on ruamel's
+    comment-keeping documents alike (make gitops-up scales the served files with it)."""
+    changes: list[str] = []
+    if isinstance(node, list):
+        for item in node:
+            changes += scale_durations(item, factor, where)
+        return changes
+    if not isinstance(node, dict):
+        return changes
+    pause = node.get("pause")
+    if isinstance(pause, dict) and pause.get("duration") is not None:
+        before = pause["duration"]
+        pause["duration"] = scaled_duration(before, factor)
+        changes.append(f"{where}: pause {before} -> {pause['duration']}")
+    if "provider" in node:
+        for key in ("interval", "initialDelay"):
+            if node.get(key):
+                before = node[key]
+                node[key] = scaled_duration(before, factor)
+                changes.append(f"{where}: {node.get('name', 'metric')} {key} {before} -> {node[key]}")
+    for key, value in node.items():
+        if key != "pause":
+            changes += scale_durations(value, factor, where)
+    return changes
 
 
 def set_namespace(objects: list[dict[str, Any]], namespace: str) -> None:

@@ -35,6 +35,7 @@ import httpx
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from ml.catalog import CatalogError, load_catalog
 from scripts.cluster.canary import CanaryError, process_image
 from scripts.cluster.control_plane import (
     REPO_ROOT,
@@ -44,7 +45,7 @@ from scripts.cluster.control_plane import (
     kubeconfig_for,
     service_account,
 )
-from scripts.cluster.images import ImageError, load_image
+from scripts.cluster.images import ImageError
 from scripts.engines import EngineError, component_version_of, program_path
 from scripts.gitops import argocd
 from scripts.gitops.served import Served, ServeError, git, serve
@@ -56,7 +57,6 @@ from scripts.processes import wait_until
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
 FIELD_MANAGER = "gitops-up"
-SERVING_MODEL = REPO_ROOT / "models" / "model.onnx"
 
 
 class GitopsError(RuntimeError):
@@ -249,18 +249,39 @@ def with_settings(objects: list[dict[str, Any]], settings: dict[str, Any]) -> li
     return objects
 
 
-def wanted_images(tree: Path, cluster_objects: list[dict[str, Any]]) -> set[str]:
-    """The serving images of every app the cluster's ApplicationSets will generate."""
-    images: set[str] = set()
+def wanted_images(tree: Path, cluster_objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The serving image of every app the cluster's ApplicationSets will generate -> its app
+    (the `app` of the overlay's config.json, the name models.yaml knows it by)."""
+    images: dict[str, str] = {}
     for appset in (o for o in cluster_objects if o.get("kind") == "ApplicationSet"):
         for generator in appset["spec"].get("generators") or []:
             for item in (generator.get("git") or {}).get("files") or []:
                 for config_file in sorted(tree.glob(item["path"])):
+                    try:
+                        app = str(json.loads(config_file.read_text())["app"])
+                    except (ValueError, KeyError) as exc:
+                        raise GitopsError(f"{config_file}: no `app` ({exc})") from None
                     for obj in render_overlay(config_file.parent):
                         if obj.get("kind") == "Rollout":
                             for container in obj["spec"]["template"]["spec"]["containers"]:
-                                images.add(container["image"])
+                                images[str(container["image"])] = app
     return images
+
+
+def model_of_app(models_from: Path, app: str) -> Path:
+    """The trained model an app serves: `<folder>/model.onnx` of its models.yaml entry, in the
+    checkout `models_from` (DVC outputs are not in git, so not in the served repository)."""
+    try:
+        entry = load_catalog(models_from / "models.yaml").by_app(app)
+    except CatalogError as exc:
+        raise GitopsError(f"{models_from / 'models.yaml'}: {exc}") from None
+    model = models_from / entry.folder / "model.onnx"
+    if not model.is_file():
+        raise GitopsError(
+            f"{model}: no trained model for app {app} (run `make pipeline MODEL={entry.name}`"
+            f" in {models_from})"
+        )
+    return model
 
 
 def start(
@@ -397,13 +418,13 @@ def _up(
             say(f"Application {obj['metadata']['name']}: {substituted[obj['metadata']['name']]}")
     # 5. what CI would have pushed to the registry: a process image per serving image
     store = layout.root / "images"
-    for image in sorted(images):
-        if load_image(store, image) is None:
-            repository, _, tag = image.rpartition(":")
-            if not args.model.is_file():
-                raise GitopsError(f"{args.model}: no model to serve (run `make pipeline`)")
-            process_image(layout, repository, args.model, {}, tag=tag)
-            say(f"process image {image}: the model service on {args.model}")
+    models_from = Path(args.models_from or args.source).resolve()
+    for image, app in sorted(images.items()):
+        model = model_of_app(models_from, app)
+        repository, _, tag = image.rpartition(":")
+        # rebuilt when the model changed (a content-addressed image would be stale otherwise)
+        process_image(layout, repository, model, {}, tag=tag)
+        say(f"process image {image}: the model service on {model}")
     phases["prepare"] = time.monotonic() - t0
     # 5. the components, in order
     t1 = time.monotonic()
@@ -714,10 +735,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="divide canary pauses and analysis intervals (a local commit)")
     up_cmd.add_argument("--poll", type=float, default=10.0, help="seconds between git polls")
     up_cmd.add_argument(
-        "--model",
+        "--models-from",
         type=Path,
-        default=SERVING_MODEL,
-        help="the ONNX model the apps' process images serve (with its registration.json)",
+        default=None,
+        help="the checkout whose trained models/<name>/model.onnx the apps' process images"
+        " serve (default: --source)",
     )
     up_cmd.add_argument("--timeout", type=float, default=300.0)
     sub.add_parser("down", help="stop Argo CD and the git server; delete what Argo CD made")

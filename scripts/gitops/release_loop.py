@@ -25,6 +25,9 @@ from typing import Any
 
 from kubernetes import client
 
+from ml.catalog import CatalogError, ModelEntry, load_catalog
+from ml.registration import read_record
+from ml.tracking import registered_version
 from scripts.cluster.canary import client_service, process_image, rollout_of
 from scripts.cluster.control_plane import Layout
 from scripts.gitops.served import git
@@ -67,19 +70,26 @@ def clone_served(network: Network, target: Path) -> Path:
     return target
 
 
-def seed_registry(clone: Path, tracking_uri: str) -> None:
-    """A throwaway MLflow registry holding the model version the clone's registration record
-    names, so the release tool can move its alias (it refuses an unknown version)."""
-    import json
-
+def seed_registry(clone: Path, entry: ModelEntry, tracking_uri: str) -> None:
+    """A throwaway MLflow registry holding the version the clone's registration record
+    describes (tagged with its ONNX sha256, as the register stage tags it), so the release tool
+    finds it by content and can move its alias; CI's registry already has it."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    record = json.loads((clone / "models" / "registration.json").read_text())
+    record = read_record(clone / entry.folder / "registration.json")
     registry = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    name = str(record["model_name"])
-    registry.create_registered_model(name)
-    for _ in range(int(record["version"])):
-        registry.create_model_version(name, source="models/model.onnx")
+    if registered_version(registry, record.model_name, record.onnx_sha256) is not None:
+        return
+    try:
+        registry.create_registered_model(record.model_name)
+    except MlflowException:
+        pass  # registered by an earlier release of the same clone
+    registry.create_model_version(
+        record.model_name,
+        source=f"{entry.folder}/model.onnx",
+        tags={"onnx_sha256": record.onnx_sha256},
+    )
 
 
 @dataclass
@@ -96,18 +106,23 @@ def release(
     network: Network,
     clone: Path,
     tag: str,
-    app: str,
     model: Path,
     faults: dict[str, str] | None = None,
     say: Callable[[str], None] = print,
 ) -> Released:
-    """Build the image the release names, run the project's release in `clone`, push it."""
-    overlay = clone / "apps" / app / "overlays" / "staging"
+    """Build the image the release names (`model` served, `faults` baked in), run the project's
+    `make release TAG=<app>/vX.Y.Z` in `clone` (dry run off, no push by the tool), push it."""
+    try:
+        entry, _ = load_catalog(clone / "models.yaml").for_tag(tag)
+    except CatalogError as exc:
+        raise ReleaseLoopError(f"TAG={tag}: {exc}") from None
+    overlay = clone / "apps" / entry.app / "overlays" / "staging"
     repository = rollout_of(render_overlay(overlay))["spec"]["template"]["spec"]["containers"][0][
         "image"
     ].rpartition(":")[0]
-    tracking = f"sqlite:///{clone / 'mlflow.db'}"
-    seed_registry(clone, tracking)
+    # the registry lives beside the clone, not in it: the release tool refuses a dirty tree
+    tracking = f"sqlite:///{clone.parent / (clone.name + '-mlflow.db')}"
+    seed_registry(clone, entry, tracking)
     venv = Path(sys.executable).parent.parent
     stamp = venv / ".bootstrap-stamp"
     command = ["make", "--no-print-directory", "-C", str(clone), "release", f"TAG={tag}"]

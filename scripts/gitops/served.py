@@ -18,15 +18,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ruamel.yaml import YAML
 
-from scripts.cluster.canary import scaled_duration
+from scripts.cluster.canary import scale_durations
 
 GIT_ID = ["-c", "user.name=gitops-up", "-c", "user.email=gitops-up@example.com"]
 SCALED_FOLDERS = ("rollouts", "apps")
@@ -115,31 +113,6 @@ def _yaml() -> YAML:
     return yaml
 
 
-def _durations(node: Any, factor: float, where: str) -> Iterator[str]:
-    """Scale, in place, every `pause.duration` and every analysis metric's `interval` and
-    `initialDelay` (a mapping that also has a `provider`) under `node`."""
-    if isinstance(node, list):
-        for item in node:
-            yield from _durations(item, factor, where)
-        return
-    if not isinstance(node, dict):
-        return
-    pause = node.get("pause")
-    if isinstance(pause, dict) and pause.get("duration") is not None:
-        before = pause["duration"]
-        pause["duration"] = scaled_duration(before, factor)
-        yield f"{where}: pause {before} -> {pause['duration']}"
-    if "provider" in node:
-        for key in ("interval", "initialDelay"):
-            if node.get(key):
-                before = node[key]
-                node[key] = scaled_duration(before, factor)
-                yield f"{where}: {node.get('name', 'metric')} {key} {before} -> {node[key]}"
-    for key, value in node.items():
-        if key != "pause":
-            yield from _durations(value, factor, where)
-
-
 def scale_tree(tree: Path, factor: float) -> list[str]:
     """Time-scale the YAML files of SCALED_FOLDERS in a work tree, in place, keeping comments;
     -> one line per value changed."""
@@ -152,7 +125,7 @@ def scale_tree(tree: Path, factor: float) -> list[str]:
             found = [
                 line
                 for document in documents
-                for line in _durations(document, factor, str(path.relative_to(tree)))
+                for line in scale_durations(document, factor, str(path.relative_to(tree)))
             ]
             if found:
                 buffer = io.StringIO()
