@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -302,6 +303,14 @@ def start(
     return process
 
 
+def ask_pass_socket(work: Path) -> Path:
+    """Where the repo server's git credential socket goes: a unix socket path must fit in 107
+    bytes, which a folder under pytest's temp root does not, so it lives in /tmp under a name
+    unique to `work`."""
+    digest = hashlib.sha256(str(work.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"argocd-ask-pass-{digest}.sock"
+
+
 def _http_ok(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -407,7 +416,23 @@ def _up(
         f"Argo CD {component_version_of('argocd')}: {len(objects)} objects of its install.yaml"
         f" applied (RBAC, ConfigMaps, Secrets, Services); polling git every {args.poll:g} s"
     )
-    # 4. the platform Applications Argo CD cannot render here
+    # 4. the platform Applications Argo CD cannot render here, in the root's project (which
+    # must exist first, or Argo CD marks them InvalidSpecError before it skips them)
+    root = root_application(cluster_objects, args.cluster)
+    project = next(
+        (
+            o
+            for o in cluster_objects
+            if o.get("kind") == "AppProject" and o["metadata"]["name"] == root["spec"]["project"]
+        ),
+        None,
+    )
+    if project is None:
+        raise GitopsError(
+            f"clusters/{args.cluster}: the root Application's project"
+            f" {root['spec']['project']!r} is not in the folder"
+        )
+    cluster.apply([project], manager="gitops-bootstrap")
     substituted: dict[str, str] = {}
     for obj in cluster_objects:
         marked = substitute(obj) if obj.get("kind") == "Application" else None
@@ -450,7 +475,10 @@ def _up(
             extra["ARGOCD_FAKE_IN_CLUSTER"] = "true"
         if name == "argocd-repo-server":
             extra.update({"HTTPS_PROXY": proxy, "NO_PROXY": "127.0.0.1,localhost"})
-            extra["ARGOCD_ASK_PASS_SOCK"] = str(work / name / "tmp" / "reposerver-ask-pass.sock")
+            extra["ARGOCD_ASK_PASS_SOCK"] = str(ask_pass_socket(work))
+            # GnuPG needs the image's gpg-wrapper.sh; no AppProject here sets signatureKeys, so
+            # commit verification is off (Argo CD's own switch) rather than half-working
+            extra["ARGOCD_GPG_ENABLED"] = "false"
         spec = argocd.process_spec(workload, work / name, lookup, lookup_all, local, extra)
         if spec.ready_url is not None:
             url_ready = spec.ready_url
@@ -480,21 +508,7 @@ def _up(
     record.write(layout)
     # 6. the one step by hand: the root Application and the project it belongs to
     t2 = time.monotonic()
-    root = root_application(cluster_objects, args.cluster)
-    project = next(
-        (
-            o
-            for o in cluster_objects
-            if o.get("kind") == "AppProject" and o["metadata"]["name"] == root["spec"]["project"]
-        ),
-        None,
-    )
-    if project is None:
-        raise GitopsError(
-            f"clusters/{args.cluster}: the root Application's project"
-            f" {root['spec']['project']!r} is not in the folder"
-        )
-    cluster.apply([project, root], manager="gitops-bootstrap")
+    cluster.apply([root], manager="gitops-bootstrap")
     say(
         f"bootstrap: applied AppProject {project['metadata']['name']} and Application"
         f" {root['metadata']['name']} by hand; Argo CD syncs everything else, and these from now on"

@@ -312,7 +312,9 @@ def process_spec(
     if probe is not None:
         ready_url = f"http://127.0.0.1:{ports[str(probe['port'])]}{probe.get('path', '/')}"
     elif workload.name == "argocd-applicationset-controller":
-        ready_url = f"http://127.0.0.1:{ports['--probe-addr']}/readyz"
+        # its pod has no probe, and its probe server registers no check (404): once the
+        # manager serves metrics, its informers and controllers have started
+        ready_url = f"http://127.0.0.1:{ports['8080']}/metrics"
     return ProcessSpec(workload.name, argv, env, dict(ports), ready_url, notes)
 
 
