@@ -232,6 +232,9 @@ def local_settings(record_ports: dict[str, int], poll: float, ca: str, host: str
             "reposerver.metrics.listen.address": "127.0.0.1",
             # how soon a generated Application follows a new config.json (upstream: 3m)
             "applicationsetcontroller.requeue.after": seconds,
+            # each resource's health in the Application's status, where tests and `status` read
+            # it (since 3.0 upstream keeps it only in Redis, for its API server)
+            "controller.resource.health.persist": "true",
         },
         "argocd-cm": {
             # no webhook from a real GitLab here: poll often (upstream: 120 s + up to 60 s)
@@ -250,10 +253,13 @@ def with_settings(objects: list[dict[str, Any]], settings: dict[str, Any]) -> li
     return objects
 
 
-def wanted_images(tree: Path, cluster_objects: list[dict[str, Any]]) -> dict[str, str]:
-    """The serving image of every app the cluster's ApplicationSets will generate -> its app
-    (the `app` of the overlay's config.json, the name models.yaml knows it by)."""
-    images: dict[str, str] = {}
+def generated_overlays(
+    tree: Path, cluster_objects: list[dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(app, rendered objects) of every overlay the cluster's ApplicationSets will generate an
+    Application for (their git files generators' config.json files); `app` is the config's
+    `app`, the name models.yaml knows it by."""
+    found: list[tuple[str, list[dict[str, Any]]]] = []
     for appset in (o for o in cluster_objects if o.get("kind") == "ApplicationSet"):
         for generator in appset["spec"].get("generators") or []:
             for item in (generator.get("git") or {}).get("files") or []:
@@ -262,11 +268,61 @@ def wanted_images(tree: Path, cluster_objects: list[dict[str, Any]]) -> dict[str
                         app = str(json.loads(config_file.read_text())["app"])
                     except (ValueError, KeyError) as exc:
                         raise GitopsError(f"{config_file}: no `app` ({exc})") from None
-                    for obj in render_overlay(config_file.parent):
-                        if obj.get("kind") == "Rollout":
-                            for container in obj["spec"]["template"]["spec"]["containers"]:
-                                images[str(container["image"])] = app
+                    found.append((app, render_overlay(config_file.parent)))
+    return found
+
+
+def wanted_images(overlays: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, str]:
+    """The serving image of every generated app's Rollout -> its app."""
+    images: dict[str, str] = {}
+    for app, objects in overlays:
+        for obj in objects:
+            if obj.get("kind") == "Rollout":
+                for container in obj["spec"]["template"]["spec"]["containers"]:
+                    images[str(container["image"])] = app
     return images
+
+
+STORAGE_LABEL = "gitops.mlops.example.com/storage-stand-in"
+
+
+def storage_stand_ins(
+    overlays: list[tuple[str, list[dict[str, Any]]]], root: Path
+) -> list[dict[str, Any]]:
+    """A PersistentVolume for every claim of the generated apps, bound to it in advance.
+
+    The local cluster has no storage provisioner, so a claim would stay Pending, which Argo CD's
+    health check reads as Progressing: the app would never be Healthy. A cluster's storage is
+    the platform's, not ours (not in git); these hostPath volumes under the cluster folder stand
+    in for it, and `up` says so."""
+    volumes = []
+    for _, objects in overlays:
+        for claim in (o for o in objects if o.get("kind") == "PersistentVolumeClaim"):
+            namespace, name = claim["metadata"]["namespace"], claim["metadata"]["name"]
+            spec = claim["spec"]
+            volumes.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {
+                        "name": f"local-{namespace}-{name}"[:253],
+                        "labels": {STORAGE_LABEL: "true"},
+                    },
+                    "spec": {
+                        "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                        "accessModes": spec["accessModes"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": spec.get("storageClassName") or "",
+                        "volumeMode": spec.get("volumeMode", "Filesystem"),
+                        "hostPath": {
+                            "path": str(root / "volumes" / namespace / name),
+                            "type": "DirectoryOrCreate",
+                        },
+                        "claimRef": {"namespace": namespace, "name": name},
+                    },
+                }
+            )
+    return volumes
 
 
 def model_of_app(models_from: Path, app: str) -> Path:
@@ -381,7 +437,9 @@ def _up(
     with tempfile.TemporaryDirectory(prefix="gitops-main-") as folder:
         tree = export(served.bare, served.head, Path(folder))
         cluster_objects = render_overlay(tree / "clusters" / args.cluster)
-        images = wanted_images(tree, cluster_objects)
+        overlays = generated_overlays(tree, cluster_objects)
+        images = wanted_images(overlays)
+        volumes = storage_stand_ins(overlays, layout.root)
     # 2. the git server and the network to it
     pki = layout.pki
     certificate = pki.serving("git-server", (served.host,))
@@ -441,6 +499,12 @@ def _up(
             cluster.apply([marked])
             substituted[obj["metadata"]["name"]] = marked["metadata"]["annotations"][SUBSTITUTED]
             say(f"Application {obj['metadata']['name']}: {substituted[obj['metadata']['name']]}")
+    if volumes:
+        cluster.apply(volumes)
+        say(
+            f"storage: {len(volumes)} hostPath PersistentVolumes under {layout.root / 'volumes'}"
+            " pre-bound to the apps' claims (stand-in: the local cluster has no provisioner)"
+        )
     # 5. what CI would have pushed to the registry: a process image per serving image
     store = layout.root / "images"
     models_from = Path(args.models_from or args.source).resolve()
@@ -709,16 +773,39 @@ def down(cluster: Cluster, say: Say) -> int:
     except ApiException as exc:
         if exc.status != 404:
             raise
+    deleted = []
     for namespace in sorted(n for n in namespaces if n) + [argocd.NAMESPACE]:
         try:
             cluster.core.delete_namespace(namespace)
-            say(f"deleted namespace {namespace}")
+            deleted.append(namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+    for volume in cluster.core.list_persistent_volume(label_selector=STORAGE_LABEL).items:
+        cluster.core.delete_persistent_volume(volume.metadata.name)
+    # wait until they are gone: a next `up` into a terminating namespace would stall Argo CD's
+    # sync (it cannot create objects there) until the node agent has stopped every pod
+    wait_until(
+        lambda: not any(_namespace_exists(cluster, n) for n in deleted),
+        180,
+        f"namespaces {deleted} to be deleted",
+        poll=0.5,
+    )
+    if deleted:
+        say(f"deleted namespaces {', '.join(deleted)}")
     Record.path(cluster.layout).unlink(missing_ok=True)
     say(f"down ({stopped} processes stopped)")
     return 0
+
+
+def _namespace_exists(cluster: Cluster, name: str) -> bool:
+    try:
+        cluster.core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def status(cluster: Cluster, say: Say) -> int:
