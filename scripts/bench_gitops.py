@@ -45,23 +45,28 @@ from scripts.gitops.release_loop import (
 )
 from scripts.gitops.served import git
 from scripts.rehearsal.canary import Outcome
-from scripts.rehearsal.orchestrator import class_interleaved_digits
+from scripts.rehearsal.orchestrator import load_rows_from_split
 
 APP = "digits-classifier"
+MODEL = "models/digits"
 PHASES = ("prepare", "argocd", "platform", "apps", "detect", "sync", "canary")
 
 
 def gitops(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.gitops", *args], cwd=REPO_ROOT, capture_output=True,
+        [sys.executable, "-m", "scripts.gitops", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
         text=True,
     )
 
 
-def one_run(layout: Layout, model: Path, time_factor: float, poll: float) -> dict[str, float]:
+def one_run(
+    layout: Layout, source: Path, time_factor: float, poll: float, index: int
+) -> dict[str, float]:
     gitops("down")
     started = time.monotonic()
-    up = gitops("up", f"--model={model}", f"--time-factor={time_factor:g}", f"--poll={poll:g}")
+    up = gitops("up", f"--source={source}", f"--time-factor={time_factor:g}", f"--poll={poll:g}")
     if up.returncode != 0:
         raise RuntimeError(f"gitops up failed:\n{up.stdout}{up.stderr}")
     record = json.loads((layout.root / "gitops" / "state.json").read_text())
@@ -77,12 +82,19 @@ def one_run(layout: Layout, model: Path, time_factor: float, poll: float) -> dic
             clone = clone_served(network, Path(folder) / "clone")
             git(clone, "config", "user.email", "bench@example.com")
             git(clone, "config", "user.name", "bench")
-            load = ServiceLoad(
-                api, namespace, load_service(clone, APP), 40.0, class_interleaved_digits()
-            )
+            rows = load_rows_from_split(source / MODEL / "data/prepared/test.npz")
+            load = ServiceLoad(api, namespace, load_service(clone, APP), 40.0, rows)
             load.start()
             try:
-                released = release(layout, network, clone, "v0.2.0", APP, model, say=lambda s: None)
+                # a new version each run: the served repository is fresh, the images are not
+                released = release(
+                    layout,
+                    network,
+                    clone,
+                    f"{APP}/v0.{index + 2}.0",
+                    source / MODEL / "model.onnx",
+                    say=lambda s: None,
+                )
                 watch = Watch(api, f"{APP}-staging", say=lambda s: None)
 
                 def until(timeline: Timeline, app: dict[str, object], rollout: object) -> bool:
@@ -123,8 +135,13 @@ def table(runs: list[dict[str, float]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench_gitops", description=__doc__)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "model.onnx")
-    parser.add_argument("--time-factor", type=float, default=60.0)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=REPO_ROOT,
+        help="the checkout served, with its models trained (make pipeline)",
+    )
+    parser.add_argument("--time-factor", type=float, default=20.0)
     parser.add_argument("--poll", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".bench" / "gitops.json")
     args = parser.parse_args(argv)
@@ -133,13 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state is None or not state.running():
         print("bench-gitops: the local cluster is not up (make cluster-up)", file=sys.stderr)
         return 1
-    if not args.model.is_file():
-        print(f"bench-gitops: {args.model}: no model (make pipeline)", file=sys.stderr)
+    model = args.source / MODEL / "model.onnx"
+    if not model.is_file():
+        print(f"bench-gitops: {model}: no trained model (make pipeline)", file=sys.stderr)
         return 1
     runs = []
     for index in range(args.repeat):
         try:
-            runs.append(one_run(layout, args.model, args.time_factor, args.poll))
+            runs.append(one_run(layout, args.source, args.time_factor, args.poll, index))
         except RuntimeError as exc:
             print(f"bench-gitops: run {index + 1}: {exc}", file=sys.stderr)
             return 1

@@ -144,7 +144,9 @@ def scale_durations(node: Any, factor: float, where: str) -> list[str]:
             if node.get(key):
                 before = node[key]
                 node[key] = scaled_duration(before, factor)
-                changes.append(f"{where}: {node.get('name', 'metric')} {key} {before} -> {node[key]}")
+                changes.append(
+                    f"{where}: {node.get('name', 'metric')} {key} {before} -> {node[key]}"
+                )
     for key, value in node.items():
         if key != "pause":
             changes += scale_durations(value, factor, where)
@@ -623,21 +625,28 @@ class Canary:
         )
 
     def _worst_metric(self, namespace: str, phases: tuple[str, ...]) -> tuple[str, str]:
-        """The metric that decided the newest finished run: the first of `phases` (in that
-        order of precedence) found in it, with the controller's message."""
-        for run in reversed(self.analysis_runs(namespace)):
-            status = run.get("status") or {}
-            results = status.get("metricResults") or []
-            # the run's message names the metric that decided it ("Metric "x" assessed ...")
-            named = re.search(r'Metric "([^"]+)"', str(status.get("message", "")))
-            if named and any(r.get("name") == named[1] for r in results):
-                return named[1], str(status["message"])
-            for phase in phases:
-                for result in results:
-                    if result.get("phase") == phase:
-                        message = result.get("message") or (run.get("status") or {}).get("message")
-                        return str(result["name"]), str(message or phase)
-        return "", ""
+        return deciding_metric(self.analysis_runs(namespace), phases)
+
+
+def deciding_metric(
+    runs: list[dict[str, Any]], phases: tuple[str, ...] = ("Failed", "Error", "Inconclusive")
+) -> tuple[str, str]:
+    """The metric that decided the newest finished run (`runs` oldest first) and the
+    controller's message: the one the run's message names, else the first of `phases` (in that
+    order of precedence) found in it."""
+    for run in reversed(runs):
+        status = run.get("status") or {}
+        results = status.get("metricResults") or []
+        # the run's message names the metric that decided it ("Metric "x" assessed ...")
+        named = re.search(r'Metric "([^"]+)"', str(status.get("message", "")))
+        if named and any(r.get("name") == named[1] for r in results):
+            return named[1], str(status["message"])
+        for phase in phases:
+            for result in results:
+                if result.get("phase") == phase:
+                    message = result.get("message") or status.get("message")
+                    return str(result["name"]), str(message or phase)
+    return "", ""
 
 
 # ---------------------------------------------------------------------------------------------

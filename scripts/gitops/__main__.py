@@ -18,7 +18,6 @@ and stops the git server.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -49,7 +48,7 @@ from scripts.cluster.control_plane import (
 from scripts.cluster.images import ImageError
 from scripts.engines import EngineError, component_version_of, program_path
 from scripts.gitops import argocd
-from scripts.gitops.served import Served, ServeError, git, serve
+from scripts.gitops.served import ServeError, git, serve
 from scripts.gitops.substitutes import SUBSTITUTED, substitute
 from scripts.manifests.render import RenderError, render_overlay
 from scripts.platform import PlatformError
@@ -146,7 +145,12 @@ class Cluster:
     def apply(self, objects: list[dict[str, Any]], manager: str = FIELD_MANAGER) -> None:
         text = "\n---\n".join(json.dumps(o) for o in objects)
         self.kubectl(
-            "apply", "--server-side", "--force-conflicts", f"--field-manager={manager}", "-f", "-",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            f"--field-manager={manager}",
+            "-f",
+            "-",
             stdin=text,
         )
 
@@ -449,9 +453,15 @@ def _up(
         cluster,
         "git-server",
         [
-            sys.executable, "-m", "scripts.gitops.git_server", f"--root={work / 'git'}",
-            f"--name={served.host}", f"--cert={certificate.cert}", f"--key={certificate.key}",
-            f"--port={git_port}", f"--proxy-port={proxy_port}",
+            sys.executable,
+            "-m",
+            "scripts.gitops.git_server",
+            f"--root={work / 'git'}",
+            f"--name={served.host}",
+            f"--cert={certificate.cert}",
+            f"--key={certificate.key}",
+            f"--port={git_port}",
+            f"--proxy-port={proxy_port}",
         ],
         {**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         lambda: log.exists() and "git-server: ready" in log.read_text(errors="replace"),
@@ -459,8 +469,10 @@ def _up(
     )
     cluster.add_daemons([server.record()])
     proxy = f"http://127.0.0.1:{proxy_port}"
-    say(f"git server: https://{served.host} on 127.0.0.1:{git_port} (cluster CA), reached"
-        f" through the proxy {proxy}; every other host is refused")
+    say(
+        f"git server: https://{served.host} on 127.0.0.1:{git_port} (cluster CA), reached"
+        f" through the proxy {proxy}; every other host is refused"
+    )
     # 3. upstream's install manifests, and this cluster's settings
     objects, workloads = argocd.read_install()
     ports = {"repo": free_port(), "redis": free_port()}
@@ -506,7 +518,6 @@ def _up(
             " pre-bound to the apps' claims (stand-in: the local cluster has no provisioner)"
         )
     # 5. what CI would have pushed to the registry: a process image per serving image
-    store = layout.root / "images"
     models_from = Path(args.models_from or args.source).resolve()
     for image, app in sorted(images.items()):
         model = model_of_app(models_from, app)
@@ -552,8 +563,10 @@ def _up(
             ready = lambda: _tcp_ok(port)  # noqa: E731
         process = start(cluster, name, spec.argv, spec.env, ready, started)
         cluster.add_daemons([process.record()])
-        say(f"{name}: running as a process ({workload.kind} of install.yaml; ServiceAccount"
-            f" {workload.service_account})")
+        say(
+            f"{name}: running as a process ({workload.kind} of install.yaml; ServiceAccount"
+            f" {workload.service_account})"
+        )
     for name, why in argocd.NOT_RUN.items():
         say(f"{name}: not run ({why})")
     phases["argocd"] = time.monotonic() - t1
@@ -580,23 +593,33 @@ def _up(
     # 7. converge; a root held by a deny window gets its first sync by hand (manualSync)
     held_since = time.monotonic()
     while not cluster.application_sets() and time.monotonic() - held_since < args.timeout:
-        app = next((a for a in cluster.applications() if a["metadata"]["name"] == root["metadata"]["name"]), {})
-        status = app.get("status") or {}
-        if status.get("operationState") or app.get("operation"):
+        found: dict[str, Any] = next(
+            (
+                a
+                for a in cluster.applications()
+                if a["metadata"]["name"] == root["metadata"]["name"]
+            ),
+            {},
+        )
+        status = found.get("status") or {}
+        if status.get("operationState") or found.get("operation"):
             break
         if (status.get("sync") or {}).get("status") == "OutOfSync" and (
             time.monotonic() - held_since > 2 * args.poll + 5
         ):
             say(
                 f"{root['metadata']['name']} compared but not synced automatically (a deny sync"
-                " window of its project is open): syncing it by hand, as the window's manualSync allows"
+                " window of its project is open): syncing it by hand, as the window's manualSync"
+                " allows"
             )
             sync_by_hand(cluster.custom, root["metadata"]["name"], "gitops-up")
             break
         time.sleep(0.5)
     appsets = [o["metadata"]["name"] for o in cluster_objects if o.get("kind") == "ApplicationSet"]
     wait_until(
-        lambda: all(n in {a["metadata"]["name"] for a in cluster.application_sets()} for n in appsets),
+        lambda: all(
+            n in {a["metadata"]["name"] for a in cluster.application_sets()} for n in appsets
+        ),
         args.timeout,
         f"the root Application to sync its platform waves (ApplicationSets {appsets} created)",
         poll=0.5,
@@ -703,10 +726,13 @@ def conditions_of(cluster: Cluster) -> str:
     for app in cluster.applications():
         status = app.get("status") or {}
         for condition in status.get("conditions") or []:
-            lines.append(f"  {app['metadata']['name']}: {condition['type']}: {condition['message']}")
+            lines.append(
+                f"  {app['metadata']['name']}: {condition['type']}: {condition['message']}"
+            )
         operation = status.get("operationState") or {}
         if operation.get("phase") in ("Failed", "Error"):
-            lines.append(f"  {app['metadata']['name']}: sync {operation['phase']}: {operation.get('message')}")
+            name, phase = app["metadata"]["name"], operation["phase"]
+            lines.append(f"  {name}: sync {phase}: {operation.get('message')}")
     return "\n".join(lines)
 
 
@@ -725,7 +751,12 @@ def print_table(cluster: Cluster, say: Say) -> None:
         rows.append(
             (app["metadata"]["name"], app["spec"].get("project", ""), sync, health, revision, note)
         )
-    widths = [max(len(r[i]) for r in rows + [("application", "project", "sync", "health", "revision", "")]) for i in range(6)]
+    widths = [
+        max(
+            len(r[i]) for r in rows + [("application", "project", "sync", "health", "revision", "")]
+        )
+        for i in range(6)
+    ]
     header = ("application", "project", "sync", "health", "revision", "")
     for row in [header] + rows:
         say("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
@@ -759,17 +790,29 @@ def down(cluster: Cluster, say: Say) -> int:
     namespaces: set[str] = set()
     try:
         for app in cluster.applications():
-            if any(o.get("kind") == "ApplicationSet" for o in app["metadata"].get("ownerReferences") or []):
+            if any(
+                o.get("kind") == "ApplicationSet"
+                for o in app["metadata"].get("ownerReferences") or []
+            ):
                 namespaces.add(app["spec"]["destination"].get("namespace") or "")
         for plural in ("applications", "applicationsets", "appprojects"):
-            listing = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, argocd.NAMESPACE, plural)
+            listing = cluster.custom.list_namespaced_custom_object(
+                GROUP, VERSION, argocd.NAMESPACE, plural
+            )
             for item in listing.get("items", []):
                 name = item["metadata"]["name"]
                 if item["metadata"].get("finalizers"):
                     cluster.custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, argocd.NAMESPACE, plural, name, {"metadata": {"finalizers": None}}
+                        GROUP,
+                        VERSION,
+                        argocd.NAMESPACE,
+                        plural,
+                        name,
+                        {"metadata": {"finalizers": None}},
                     )
-                cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, argocd.NAMESPACE, plural, name)
+                cluster.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, argocd.NAMESPACE, plural, name
+                )
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -832,8 +875,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_cmd.add_argument("--cluster", default="staging", help="folder under clusters/")
     up_cmd.add_argument("--source", default=str(REPO_ROOT), help="the repository to serve")
     up_cmd.add_argument("--ref", default="HEAD", help="the commit served as main")
-    up_cmd.add_argument("--time-factor", type=float, default=1.0,
-                        help="divide canary pauses and analysis intervals (a local commit)")
+    up_cmd.add_argument(
+        "--time-factor",
+        type=float,
+        default=1.0,
+        help="divide canary pauses and analysis intervals (a local commit)",
+    )
     up_cmd.add_argument("--poll", type=float, default=10.0, help="seconds between git polls")
     up_cmd.add_argument(
         "--models-from",

@@ -210,8 +210,9 @@ def resolve_env(workload: Workload, lookup: Lookup) -> dict[str, str]:
     return env
 
 
-def materialise_volumes(workload: Workload, folder: Path, lookup_all: Callable[[str, str],
-                        dict[str, str] | None]) -> tuple[dict[str, Path], list[str]]:
+def materialise_volumes(
+    workload: Workload, folder: Path, lookup_all: Callable[[str, str], dict[str, str] | None]
+) -> tuple[dict[str, Path], list[str]]:
     """Each mounted volume as a folder (mount path -> folder); notes on what is not reproduced."""
     mounts: dict[str, Path] = {}
     notes: list[str] = []

@@ -37,7 +37,7 @@ CGI_HEADERS = ("Content-Type", "Content-Encoding", "Git-Protocol")
 def read_body(handler: BaseHTTPRequestHandler) -> bytes:
     """The request body, whether sent with a length or chunked (git sends big packs chunked)."""
     if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -98,7 +98,8 @@ def backend_handler(root: Path, say: Callable[[str], None]) -> type[BaseHTTPRequ
             status, headers, payload = split_cgi(result.stdout)
             if result.returncode != 0 and status == 200:
                 status = 500
-            say(f"{self.command} {path} {status}{' ' + result.stderr.decode()[:200] if result.stderr else ''}")
+            detail = " " + result.stderr.decode()[:200] if result.stderr else ""
+            say(f"{self.command} {path} {status}{detail}")
             self.send_response(status)
             for key, value in headers:
                 self.send_header(key, value)
@@ -200,7 +201,9 @@ def serve_proxy(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.gitops.git_server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.gitops.git_server", description=__doc__
+    )
     parser.add_argument("--root", type=Path, required=True, help="folder of bare repositories")
     parser.add_argument("--name", action="append", required=True, help="host name served")
     parser.add_argument("--cert", type=Path, required=True)

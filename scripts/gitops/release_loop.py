@@ -28,7 +28,7 @@ from kubernetes import client
 from ml.catalog import CatalogError, ModelEntry, load_catalog
 from ml.registration import read_record
 from ml.tracking import registered_version
-from scripts.cluster.canary import client_service, process_image, rollout_of
+from scripts.cluster.canary import client_service, deciding_metric, process_image, rollout_of
 from scripts.cluster.control_plane import Layout
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
@@ -135,7 +135,9 @@ def release(
     )
     if result.returncode != 0:
         raise ReleaseLoopError(f"make release TAG={tag}:\n{result.stdout}{result.stderr}")
-    image = rollout_of(render_overlay(overlay))["spec"]["template"]["spec"]["containers"][0]["image"]
+    image = rollout_of(render_overlay(overlay))["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ]
     if not image.startswith(repository + ":"):
         raise ReleaseLoopError(f"after make release, the staging overlay names {image}")
     # CI pushes the image before the release job runs: so does this, as a process image
@@ -276,13 +278,11 @@ def verdict_of(rollout: dict[str, Any], image: str, runs: list[dict[str, Any]]) 
     ):
         return None
     if status.get("abort"):
-        message = str(status.get("message", "aborted"))
-        metric = ""
-        for run in sorted(runs, key=lambda r: str(r["metadata"]["creationTimestamp"])):
-            for result in (run.get("status") or {}).get("metricResults") or []:
-                if result.get("phase") in ("Failed", "Error", "Inconclusive"):
-                    metric = str(result["name"])
-        return Verdict(Outcome.ABORTED, metric=metric, reason=message)
+        ordered = sorted(
+            runs, key=lambda r: str(r["metadata"]["creationTimestamp"]) + r["metadata"]["name"]
+        )
+        metric, _ = deciding_metric(ordered)
+        return Verdict(Outcome.ABORTED, metric=metric, reason=str(status.get("message", "")))
     reasons = [c.get("reason") for c in status.get("pauseConditions") or []]
     if "InconclusiveAnalysisRun" in reasons:
         return Verdict(Outcome.PAUSED, reason="inconclusive analysis")

@@ -85,7 +85,7 @@ def serve(source: Path, ref: str, root: Path, url: str, time_factor: float = 1.0
     git(bare.parent, "init", "-q", "--bare", "--initial-branch=main", str(bare))
     git(bare, "config", "http.receivepack", "true")  # a clone may push, as CI does
     git(source, "push", "-q", "--force", str(bare), f"{commit}:refs/heads/main")
-    head, scaled = commit, ()
+    head, scaled = commit, tuple[str, ...]()
     if time_factor != 1:
         head, scaled = _commit_time_scaling(bare, time_factor)
     return Served(url, bare, commit, head, scaled)
@@ -98,9 +98,17 @@ def _commit_time_scaling(bare: Path, factor: float) -> tuple[str, tuple[str, ...
         changes = scale_tree(work, factor)
         if not changes:
             return git(work, "rev-parse", "HEAD"), ()
-        git(work, "commit", "-q", "-a", "-m", f"local: canary pauses and analysis intervals / {factor:g}",
-            "-m", "Made by make gitops-up --time-factor; not part of the repository.\n\n"
-            + "\n".join(changes))
+        git(
+            work,
+            "commit",
+            "-q",
+            "-a",
+            "-m",
+            f"local: canary pauses and analysis intervals / {factor:g}",
+            "-m",
+            "Made by make gitops-up --time-factor; not part of the repository.\n\n"
+            + "\n".join(changes),
+        )
         git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
         return git(work, "rev-parse", "HEAD"), tuple(changes)
 

@@ -34,7 +34,8 @@ STAND_INS = {
     " Alertmanager or rule evaluation)",
     "argo-workflows": "the Argo Workflows {argo-workflows} CRDs only, from make cluster-up (no"
     " workflow controller: WorkflowTemplates and CronWorkflows are stored, never run)",
-    "prometheus-pushgateway": "nothing (no Pushgateway runs here; the drift job's pushes would fail)",
+    "prometheus-pushgateway": "nothing (no Pushgateway runs here; the drift job's pushes would"
+    " fail)",
     "base": "the Istio {istio} CRDs only, from make cluster-up (no validating webhook)",
     "istiod": "nothing (no istiod: pods get no sidecar, VirtualService weights route nothing)",
 }

@@ -55,9 +55,7 @@ def production(
     started = cluster_command(layout, "up")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield from gitops_up(
-            layout, pipeline_workspace, pipeline_workspace / "models/model.onnx", "production"
-        )
+        yield from gitops_up(layout, pipeline_workspace, "production")
     finally:
         cluster_command(layout, "down")
 
@@ -85,7 +83,7 @@ def test_the_production_app_stays_out_of_sync_until_a_human_syncs_it(production:
     sync_by_hand(production.custom, APP, "release-manager")
     synced = wait_for(
         "the production app to be Synced and Healthy",
-        lambda: (a := app(production)) if sync_health(a) == ("Synced", "Healthy") else None,
+        lambda: (found if sync_health(found := app(production)) == ("Synced", "Healthy") else None),
         timeout=180,
     )
     operation = synced["status"]["operationState"]
@@ -111,7 +109,7 @@ def test_the_weekend_window_holds_automated_syncs_but_lets_a_human_through(
         project = production.custom.get_namespaced_custom_object(
             "argoproj.io", "v1alpha1", "argocd", "appprojects", "platform-production"
         )
-        return project["spec"]["syncWindows"][0]["schedule"] == "* * * * *"
+        return bool(project["spec"]["syncWindows"][0]["schedule"] == "* * * * *")
 
     # on a weekend the shipped window is already open, and only a human gets this through
     deadline = time.monotonic() + 30
@@ -142,13 +140,16 @@ def test_the_weekend_window_holds_automated_syncs_but_lets_a_human_through(
     )
     assert held()
     log = (production.layout.root / "logs" / "argocd-application-controller.log").read_text()
-    assert re.search(rf"{root}.*Sync prevented by sync window|Sync prevented by sync window.*{root}", log)
+    assert re.search(
+        rf"{root}.*Sync prevented by sync window|Sync prevented by sync window.*{root}", log
+    )
     # manualSync: true: a platform admin may still sync by hand
     sync_by_hand(production.custom, root, "platform-admin")
     wait_for(
         "the hand sync to apply the change",
         lambda: (
-            (app(production, root)["status"].get("operationState") or {}).get("phase") == "Succeeded"
+            (app(production, root)["status"].get("operationState") or {}).get("phase")
+            == "Succeeded"
             and app(production, root)["status"]["operationState"]["syncResult"]["revision"]
             == change.commit
         ),

@@ -9,13 +9,14 @@ the one served branch (each commit is synced by the same Argo CD)."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from scripts.cluster.canary import ServiceLoad
@@ -29,15 +30,17 @@ from scripts.gitops.release_loop import (
     revert,
     verdict_of,
 )
+from scripts.gitops.__main__ import sync_by_hand
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
 from scripts.rehearsal.canary import Outcome
-from scripts.rehearsal.orchestrator import class_interleaved_digits
+from scripts.rehearsal.orchestrator import load_rows_from_split
 from tests.gitops.conftest import Gitops
 
 pytestmark = pytest.mark.e2e
 
 APP = "digits-classifier"
+MODEL = "models/digits"
 STAGING_APP = f"{APP}-staging"
 NAMESPACE = f"{APP}-staging"
 
@@ -93,7 +96,8 @@ def clone(staging: Gitops, tmp_path: Path) -> Path:
 @pytest.fixture
 def load(staging: Gitops) -> Iterator[ServiceLoad]:
     service = load_service(staging.source, APP)
-    traffic = ServiceLoad(staging.api, NAMESPACE, service, 40.0, class_interleaved_digits())
+    rows = load_rows_from_split(staging.source / MODEL / "data/prepared/test.npz")
+    traffic = ServiceLoad(staging.api, NAMESPACE, service, 40.0, rows)
     traffic.start()
     yield traffic
     traffic.stop()
@@ -112,17 +116,28 @@ def test_every_object_of_the_cluster_folder_is_synced_by_argo_cd(staging: Gitops
     for obj in cluster_objects:
         assert synced.get((obj["kind"], obj["metadata"]["name"])) == "Synced", obj["metadata"]
     # the ApplicationSet made one Application per config.json, each synced from its overlay
-    for env in ("dev", "staging"):
-        app = apps[f"{APP}-{env}"]
+    configs = sorted(staging.source.glob("apps/*/overlays/*/config.json"))
+    wanted = {
+        f"{c.parent.parent.parent.name}-{c.parent.name}": c.parent
+        for c in configs
+        if c.parent.name in ("dev", "staging")
+    }
+    assert len(wanted) == 4  # digits-classifier and breast-cancer, dev and staging
+    for name, overlay in wanted.items():
+        app = apps[name]
         assert sync_health(app) == ("Synced", "Healthy"), app.get("status", {}).get("conditions")
-        assert app["spec"]["source"]["path"] == f"apps/{APP}/overlays/{env}"
+        assert app["spec"]["source"]["path"] == str(overlay.relative_to(staging.source))
         assert app["status"]["sync"]["revision"] == staging.record["served_commit"]
         resources = {(r["kind"], r["name"]): r for r in app["status"]["resources"]}
-        rendered = render_overlay(staging.source / f"apps/{APP}/overlays/{env}")
+        rendered = render_overlay(overlay)
         assert {(o["kind"], o["metadata"]["name"]) for o in rendered} == set(resources)
-        # the Rollout judged by Argo CD's own health check
-        rollout = resources[("Rollout", f"{APP}-server")]
+        # the Rollout judged by Argo CD's own health check, every resource Synced
+        rollout = next(r for (kind, _), r in resources.items() if kind == "Rollout")
         assert rollout["health"]["status"] == "Healthy"
+        assert {r["status"] for r in resources.values()} == {"Synced"}
+    # no generated app outside these (production overlays belong to the production cluster)
+    generated = {n for n, a in apps.items() if a["spec"]["project"] == "apps-staging"}
+    assert generated == set(wanted)
     # the charts that cannot be fetched are marked, not silently passed
     for name in ("argo-rollouts", "kube-prometheus-stack", "argo-workflows"):
         note = apps[name]["metadata"]["annotations"]["gitops.mlops.example.com/substituted"]
@@ -153,8 +168,11 @@ def test_a_release_is_detected_synced_and_promoted_by_the_real_controller(
     staging: Gitops, clone: Path, load: ServiceLoad, pipeline_workspace: Path
 ) -> None:
     released = release(
-        staging.layout, staging.network, clone, "v0.2.0", APP,
-        pipeline_workspace / "models/model.onnx",
+        staging.layout,
+        staging.network,
+        clone,
+        f"{APP}/v0.2.0",
+        pipeline_workspace / MODEL / "model.onnx",
     )
     timeline = follow_release(
         staging, released, lambda t, app: sync_health(app) == ("Synced", "Healthy")
@@ -179,12 +197,14 @@ def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
     )
     stable_image = before["spec"]["template"]["spec"]["containers"][0]["image"]
     released = release(
-        staging.layout, staging.network, clone, "v0.3.0", APP,
-        pipeline_workspace / "models/model.onnx", faults={"FAULT_ERROR_RATE": "0.3"},
+        staging.layout,
+        staging.network,
+        clone,
+        f"{APP}/v0.3.0",
+        pipeline_workspace / MODEL / "model.onnx",
+        faults={"FAULT_ERROR_RATE": "0.3"},
     )
-    timeline = follow_release(
-        staging, released, lambda t, app: sync_health(app)[1] == "Degraded"
-    )
+    timeline = follow_release(staging, released, lambda t, app: sync_health(app)[1] == "Degraded")
     assert timeline.verdict is not None
     assert timeline.verdict.outcome == Outcome.ABORTED, "\n".join(timeline.events)
     assert timeline.verdict.metric in ("error-rate", "success-rate", "error-rate-vs-stable")
@@ -194,9 +214,11 @@ def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
         "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", f"{APP}-server"
     )
     stable = rollout["status"]["stableRS"]
-    pods = client.CoreV1Api(staging.api).list_namespaced_pod(
-        NAMESPACE, label_selector=f"rollouts-pod-template-hash={stable}"
-    ).items
+    pods = (
+        client.CoreV1Api(staging.api)
+        .list_namespaced_pod(NAMESPACE, label_selector=f"rollouts-pod-template-hash={stable}")
+        .items
+    )
     stable_ips = {p.status.pod_ip for p in pods}
     wait_for("only stable endpoints", lambda: set(a for a, _ in load.endpoints) <= stable_ips)
     failed_before = sum(load.failed.values())
@@ -208,9 +230,9 @@ def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
     back.image = stable_image
 
     def healthy_at_revert(timeline: Timeline, app: dict[str, Any]) -> bool:
-        return (
-            app["status"]["sync"].get("revision") == back.commit
-            and sync_health(app) == ("Synced", "Healthy")
+        return app["status"]["sync"].get("revision") == back.commit and sync_health(app) == (
+            "Synced",
+            "Healthy",
         )
 
     after = follow_release(staging, back, healthy_at_revert)
@@ -220,6 +242,59 @@ def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
     )
     assert current["spec"]["template"]["spec"]["containers"][0]["image"] == stable_image
     assert current["status"]["stableRS"] == stable
+
+
+def test_a_sync_keeps_the_selector_the_rollouts_controller_set(staging: Gitops) -> None:
+    """A Service's selector is one atomic field to server-side apply: a sync that applied the
+    git selector would drop the rollouts-pod-template-hash the controller adds to the stable
+    and canary Services, and both would span every pod until the controller noticed. The
+    ApplicationSet ignores that key and RespectIgnoreDifferences keeps the live value."""
+    core = client.CoreV1Api(staging.api)
+    rollout = staging.custom.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", f"{APP}-server"
+    )
+    canary = rollout["spec"]["strategy"]["canary"]
+    services = (canary["stableService"], canary["canaryService"])
+    stable = rollout["status"]["stableRS"]
+    key = "rollouts-pod-template-hash"
+    for name in services:
+        assert core.read_namespaced_service(name, NAMESPACE).spec.selector[key] == stable
+    seen: list[tuple[str, dict[str, str]]] = []
+    stop = threading.Event()
+
+    def record() -> None:
+        # every version of the two Services while the sync runs, not just the last one
+        while not stop.is_set():
+            stream = watch.Watch().stream(
+                core.list_namespaced_service, NAMESPACE, timeout_seconds=2
+            )
+            for event in stream:
+                obj = event["object"]
+                if obj.metadata.name in services:
+                    seen.append((obj.metadata.name, dict(obj.spec.selector or {})))
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    before = (staging.application(STAGING_APP)["status"].get("operationState") or {}).get(
+        "startedAt"
+    )
+    sync_by_hand(staging.custom, STAGING_APP, "test")  # a full sync: every object applied
+    wait_for(
+        "the sync by hand to finish",
+        lambda: (op := staging.application(STAGING_APP)["status"].get("operationState") or {}).get(
+            "startedAt"
+        )
+        != before
+        and op.get("phase") == "Succeeded",
+        timeout=180,
+    )
+    time.sleep(3)
+    stop.set()
+    recorder.join(timeout=10)
+    assert seen, "the watch saw no version of the Services"
+    assert all(selector.get(key) == stable for _, selector in seen), seen
+    for name in services:
+        assert core.read_namespaced_service(name, NAMESPACE).spec.selector[key] == stable
 
 
 # ---- what only Argo CD can show ----------------------------------------------------------------
@@ -267,12 +342,15 @@ def test_a_deny_window_holds_an_automated_sync_until_it_closes(
     window = (
         "  syncWindows:\n"
         "    - kind: deny\n"
-        "      schedule: \"* * * * *\"\n"
+        '      schedule: "* * * * *"\n'
         "      duration: 1h\n"
-        f"      applications: [\"{APP}-dev\"]\n"
+        f'      applications: ["{APP}-dev"]\n'
     )
     projects.write_text(
-        original.replace("  # Apps may create their own namespace", window + "  # Apps may create their own namespace")
+        original.replace(
+            "  # Apps may create their own namespace",
+            window + "  # Apps may create their own namespace",
+        )
     )
     opened = push(staging, clone, "deny window on the dev app, open now")
     wait_for(
@@ -307,7 +385,9 @@ def test_a_deny_window_holds_an_automated_sync_until_it_closes(
     operation = app["status"].get("operationState") or {}
     assert (operation.get("syncResult") or {}).get("revision") != change.commit
     log = (staging.layout.root / "logs" / "argocd-application-controller.log").read_text()
-    assert re.search(rf"Sync prevented by sync window.*{app_name}|{app_name}.*Sync prevented by sync window", log)
+    assert re.search(
+        rf"Sync prevented by sync window.*{app_name}|{app_name}.*Sync prevented by sync window", log
+    )
     # the window closes (removed in git): the automated sync goes ahead
     projects.write_text(original)
     push(staging, clone, "close the deny window")
@@ -329,8 +409,7 @@ def test_a_deny_window_holds_an_automated_sync_until_it_closes(
 def test_an_object_deleted_from_git_is_pruned(staging: Gitops, clone: Path) -> None:
     kustomization = clone / f"apps/{APP}/overlays/dev/kustomization.yaml"
     kustomization.write_text(
-        kustomization.read_text()
-        + "\n# removed from dev: its PodDisruptionBudget\npatches:\n"
+        kustomization.read_text() + "\n# removed from dev: its PodDisruptionBudget\npatches:\n"
         if "patches:" not in kustomization.read_text()
         else kustomization.read_text()
     )
@@ -338,7 +417,8 @@ def test_an_object_deleted_from_git_is_pruned(staging: Gitops, clone: Path) -> N
     text = text.replace(
         "patches:\n",
         "patches:\n  - patch: |\n      $patch: delete\n      apiVersion: policy/v1\n"
-        "      kind: PodDisruptionBudget\n      metadata:\n        name: digits-classifier-server\n",
+        "      kind: PodDisruptionBudget\n      metadata:\n"
+        "        name: digits-classifier-server\n",
         1,
     )
     kustomization.write_text(text)
@@ -352,7 +432,7 @@ def test_an_object_deleted_from_git_is_pruned(staging: Gitops, clone: Path) -> N
         try:
             policy.read_namespaced_pod_disruption_budget(f"{APP}-server", f"{APP}-dev")
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
         return False
 
     wait_for("Argo CD to prune the PodDisruptionBudget", gone)

@@ -5,6 +5,7 @@ its time-scaling commit, the git server and its proxy."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_the_repo_server_runs_as_its_pod_would(
 def test_redis_gets_the_password_its_pod_would(
     install: tuple[list[dict[str, Any]], list[argocd.Workload]], tmp_path: Path
 ) -> None:
-    if argocd.shutil.which("redis-server") is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is missing: `make bootstrap` installs it (system-packages.txt)")
     spec = spec_of(install, "argocd-redis", tmp_path)
     assert Path(spec.argv[0]).name == "redis-server"
@@ -163,9 +164,10 @@ def test_chart_applications_are_marked_and_others_left_to_argo_cd() -> None:
     assert annotations["argocd.argoproj.io/skip-reconcile"] == "true"
     assert "real Argo Rollouts controller v1.8.3" in annotations[substitutes.SUBSTITUTED]
     assert rollouts["status"]["health"]["status"] == "Healthy"
-    assert rollouts["spec"] == next(o for o in objects if o["metadata"]["name"] == "argo-rollouts")[
-        "spec"
-    ]
+    assert (
+        rollouts["spec"]
+        == next(o for o in objects if o["metadata"]["name"] == "argo-rollouts")["spec"]
+    )
     assert root_application(objects, "staging")["metadata"]["name"] == "root-staging"
 
 
@@ -223,7 +225,9 @@ def test_the_time_scaling_commit_matches_the_canary_rule(source: Path, tmp_path:
 
 
 def test_cgi_output_and_chunked_bodies() -> None:
-    status, headers, body = split_cgi(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno")
+    status, headers, body = split_cgi(
+        b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno"
+    )
     assert (status, headers, body) == (404, [("Content-Type", "text/plain")], b"no")
 
     class Handler:
@@ -249,9 +253,15 @@ def test_a_clone_fetches_and_pushes_through_the_proxy_and_nothing_else_is_reacha
     server = ManagedProcess(
         "git-server",
         [
-            sys.executable, "-m", "scripts.gitops.git_server", f"--root={tmp_path / 'root'}",
-            "--name=gitlab.example.com", f"--cert={pair.cert}", f"--key={pair.key}",
-            f"--port={port}", f"--proxy-port={proxy_port}",
+            sys.executable,
+            "-m",
+            "scripts.gitops.git_server",
+            f"--root={tmp_path / 'root'}",
+            "--name=gitlab.example.com",
+            f"--cert={pair.cert}",
+            f"--key={pair.key}",
+            f"--port={port}",
+            f"--proxy-port={proxy_port}",
         ],
         tmp_path / "git-server.log",
         cwd=REPO,
