@@ -199,9 +199,11 @@ bench-cluster: $(READY) engines ## time cluster-up, the real canary and the rehe
 # (application controller, repo server, ApplicationSet controller, Redis; tools/engines/argocd) as
 # processes from its install manifests, applies the root Application and its project once, and
 # waits until Argo CD has synced clusters/GITOPS_CLUSTER: every Application Synced and Healthy.
-# Helm-chart platform Applications are marked substituted (cluster-up's stand-ins replace them).
-# Options through GITOPS_ARGS, e.g. GITOPS_ARGS="--time-factor 60 --poll 3" (canaries in seconds).
-# `bench-gitops`: gitops-up from nothing and a release to the canary's verdict, timed by phase.
+# Helm-chart platform Applications are marked substituted (cluster-up's stand-ins replace them);
+# each app's process image serves its model of models.yaml (trained: `make pipeline`).
+# Options through GITOPS_ARGS, e.g. GITOPS_ARGS="--time-factor 20 --poll 3" (canaries in ~1 min).
+# `bench-gitops`: gitops-up from nothing and a release to the canary's verdict, timed by phase
+# (BENCH_GITOPS_ARGS="--repeat 3"); results in .bench/gitops.json.
 GITOPS_CLUSTER ?= staging
 GITOPS_REF     ?= HEAD
 .PHONY: gitops-up gitops-down gitops-status bench-gitops
@@ -214,7 +216,7 @@ gitops-down: $(READY) ## stop Argo CD and the git server; delete what Argo CD cr
 gitops-status: $(READY) ## Argo CD's processes and every Application's sync and health
 	$(PY) -m scripts.gitops status
 
-bench-gitops: cluster-up ## time gitops-up's phases and a release's detection, sync and canary (table)
+bench-gitops: cluster-up ## time gitops-up's phases and a release's detection, sync and canary (targets 90 s, 3 min)
 	$(PY) -m scripts.bench_gitops $(BENCH_GITOPS_ARGS)
 
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
