@@ -388,20 +388,20 @@ def test_a_deny_window_holds_an_automated_sync_until_it_closes(
     assert re.search(
         rf"Sync prevented by sync window.*{app_name}|{app_name}.*Sync prevented by sync window", log
     )
+    autoscaling = client.AutoscalingV2Api(staging.api)
+
+    def live_max_replicas() -> int:
+        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(f"{APP}-server", f"{APP}-dev")
+        return int(hpa.spec.max_replicas)
+
+    assert live_max_replicas() == 2  # the held change did not reach the cluster
     # the window closes (removed in git): the automated sync goes ahead
     projects.write_text(original)
     push(staging, clone, "close the deny window")
     wait_for(
         "the dev app to sync the held change",
-        lambda: sync_health(staging.application(app_name))[0] == "Synced"
-        and staging.application(app_name)["status"]["sync"]["revision"] != change.commit
-        or (
-            (staging.application(app_name)["status"].get("operationState") or {})
-            .get("syncResult", {})
-            .get("revision")
-            not in (None, "")
-            and sync_health(staging.application(app_name))[0] == "Synced"
-        ),
+        lambda: live_max_replicas() == 3
+        and sync_health(staging.application(app_name))[0] == "Synced",
         timeout=120,
     )
 
