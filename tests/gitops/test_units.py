@@ -17,7 +17,16 @@ from scripts.cluster.canary import rollout_of, scale_time
 from scripts.cluster.pki import Pki
 from scripts.engines import engine_of
 from scripts.gitops import argocd, served, substitutes
-from scripts.gitops.__main__ import local_settings, root_application, with_settings
+from scripts.gitops.__main__ import (
+    GitopsError,
+    generated_overlays,
+    local_settings,
+    model_of_app,
+    root_application,
+    storage_stand_ins,
+    wanted_images,
+    with_settings,
+)
 from scripts.gitops.git_server import read_body, split_cgi
 from scripts.manifests.render import render_overlay
 from scripts.platform import CHARTS, component
@@ -292,3 +301,45 @@ def test_a_clone_fetches_and_pushes_through_the_proxy_and_nothing_else_is_reacha
     finally:
         server.stop()
     assert "refused CONNECT github.com:443" in (tmp_path / "git-server.log").read_text()
+
+
+# ---- what up creates besides Argo CD's own objects -------------------------------------------
+
+
+def test_each_generated_app_gets_its_own_model_and_a_volume_per_claim(tmp_path: Path) -> None:
+    cluster_objects = render_overlay(REPO / "clusters/staging")
+    overlays = generated_overlays(REPO, cluster_objects)
+    assert sorted(app for app, _ in overlays) == [
+        "breast-cancer",
+        "breast-cancer",
+        "digits-classifier",
+        "digits-classifier",
+    ]
+    images = wanted_images(overlays)
+    assert images == {
+        "registry.example.com/mlops/breast-cancer:0.1.0": "breast-cancer",
+        "registry.example.com/mlops/digits-classifier:0.1.0": "digits-classifier",
+    }
+    volumes = storage_stand_ins(overlays, tmp_path)
+    claims = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for _, objects in overlays
+        for o in objects
+        if o["kind"] == "PersistentVolumeClaim"
+    }
+    assert (
+        claims
+        and {(v["spec"]["claimRef"]["namespace"], v["spec"]["claimRef"]["name"]) for v in volumes}
+        == claims
+    )
+    assert all(v["spec"]["hostPath"]["path"].startswith(str(tmp_path)) for v in volumes)
+
+
+def test_an_untrained_model_is_named_with_the_command_that_makes_it(tmp_path: Path) -> None:
+    (tmp_path / "models.yaml").write_text((REPO / "models.yaml").read_text())
+    with pytest.raises(GitopsError) as error:
+        model_of_app(tmp_path, "breast-cancer")
+    assert str(tmp_path / "models/breast-cancer/model.onnx") in str(error.value)
+    assert "make pipeline MODEL=breast-cancer" in str(error.value)
+    with pytest.raises(GitopsError, match="no model with app 'nope'"):
+        model_of_app(tmp_path, "nope")
