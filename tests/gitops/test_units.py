@@ -4,6 +4,7 @@ its time-scaling commit, the git server and its proxy."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from scripts.cluster.canary import rollout_of, scale_time
 from scripts.cluster.pki import Pki
-from scripts.engines import engine_of
+from scripts.engines import engine_of, program_path
 from scripts.gitops import argocd, served, substitutes
 from scripts.gitops.__main__ import (
     GitopsError,
@@ -343,3 +345,27 @@ def test_an_untrained_model_is_named_with_the_command_that_makes_it(tmp_path: Pa
     assert "make pipeline MODEL=breast-cancer" in str(error.value)
     with pytest.raises(GitopsError, match="no model with app 'nope'"):
         model_of_app(tmp_path, "nope")
+
+
+def rendered_targets() -> list[Path]:
+    return sorted(REPO.glob("apps/*/overlays/*")) + [
+        REPO / "clusters" / name for name in ("staging", "production")
+    ]
+
+
+@pytest.mark.parametrize("target", rendered_targets(), ids=lambda p: str(p.relative_to(REPO)))
+def test_the_repo_servers_kustomize_renders_what_pykustomize_renders(target: Path) -> None:
+    """Argo CD's repo server runs the kustomize engine (v5.8.2); `make manifests` validates
+    pykustomize's rendering (kustomize/api v0.21.3): both must produce the same objects."""
+    result = subprocess.run(
+        [str(program_path("kustomize")), "build", str(target)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    by_engine = [d for d in yaml.safe_load_all(result.stdout) if d]
+
+    def key(obj: dict[str, Any]) -> str:
+        return json.dumps(obj, sort_keys=True)
+
+    assert sorted(map(key, by_engine)) == sorted(map(key, render_overlay(target)))
