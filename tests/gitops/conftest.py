@@ -1,7 +1,7 @@
 """Argo CD on the local cluster: `make gitops-up` once per module, on trained models.
 
 The staging tests share the session's cluster (tests/cluster/conftest.py) and serve a copy of
-the repository whose models the session trained (`pipeline_workspace`), time-scaled by 20 so a
+the repository whose models the session trained (`trained_repo`), time-scaled by 20 so a
 canary takes about a minute; each module stops Argo CD and deletes what it made when done.
 
 Why 20 and not `make canary`'s 60: the AnalysisTemplates' PromQL windows are not scaled, and a
@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from ml.catalog import load_catalog
 from scripts.cluster.control_plane import Layout
 from scripts.gitops.release_loop import Network
+from scripts.repo_copy import copy_repo, tool_env
 from tests.cluster.conftest import cluster  # noqa: F401 (the session's cluster, shared)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +88,28 @@ def gitops_up(layout: Layout, source: Path, cluster_name: str) -> Iterator[Gitop
         assert down.returncode == 0, down.stdout + down.stderr
 
 
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed copy of the repository with every model of models.yaml trained by its own
+    `dvc repro`, as a fresh clone's `make pipeline` would, but with this checkout's venv as is:
+    the shared `pipeline_workspace` goes through `make`, which re-runs the bootstrap whenever a
+    bootstrap input is newer than the venv's stamp (a second venv, gigabytes, in the copy)."""
+    workspace = copy_repo(tmp_path_factory.mktemp("gitops-repo"))
+    pipelines = [e.pipeline for e in load_catalog(workspace / "models.yaml").entries]
+    dvc = Path(sys.executable).parent / "dvc"
+    result = subprocess.run(
+        [str(dvc), "repro", *pipelines],
+        cwd=workspace,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for pipeline in pipelines:
+        assert (workspace / Path(pipeline).parent / "model.onnx").is_file()
+    return workspace
+
+
 @pytest.fixture(scope="module")
-def staging(cluster: Layout, pipeline_workspace: Path) -> Iterator[Gitops]:  # noqa: F811
-    yield from gitops_up(cluster, pipeline_workspace, "staging")
+def staging(cluster: Layout, trained_repo: Path) -> Iterator[Gitops]:  # noqa: F811
+    yield from gitops_up(cluster, trained_repo, "staging")

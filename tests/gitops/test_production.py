@@ -48,14 +48,12 @@ def cluster_command(layout: Layout, command: str) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def production(
-    tmp_path_factory: pytest.TempPathFactory, pipeline_workspace: Path
-) -> Iterator[Gitops]:
+def production(tmp_path_factory: pytest.TempPathFactory, trained_repo: Path) -> Iterator[Gitops]:
     layout = Layout(tmp_path_factory.mktemp("production-cluster"))
     started = cluster_command(layout, "up")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        yield from gitops_up(layout, pipeline_workspace, "production")
+        yield from gitops_up(layout, trained_repo, "production")
     finally:
         cluster_command(layout, "down")
 

@@ -165,14 +165,14 @@ def follow_release(
 
 
 def test_a_release_is_detected_synced_and_promoted_by_the_real_controller(
-    staging: Gitops, clone: Path, load: ServiceLoad, pipeline_workspace: Path
+    staging: Gitops, clone: Path, load: ServiceLoad, trained_repo: Path
 ) -> None:
     released = release(
         staging.layout,
         staging.network,
         clone,
         f"{APP}/v0.2.0",
-        pipeline_workspace / MODEL / "model.onnx",
+        trained_repo / MODEL / "model.onnx",
     )
     timeline = follow_release(
         staging, released, lambda t, app: sync_health(app) == ("Synced", "Healthy")
@@ -190,7 +190,7 @@ def test_a_release_is_detected_synced_and_promoted_by_the_real_controller(
 
 
 def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
-    staging: Gitops, clone: Path, load: ServiceLoad, pipeline_workspace: Path
+    staging: Gitops, clone: Path, load: ServiceLoad, trained_repo: Path
 ) -> None:
     before = staging.custom.get_namespaced_custom_object(
         "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", f"{APP}-server"
@@ -201,7 +201,7 @@ def test_a_faulty_release_is_aborted_degraded_then_reverted_to_healthy(
         staging.network,
         clone,
         f"{APP}/v0.3.0",
-        pipeline_workspace / MODEL / "model.onnx",
+        trained_repo / MODEL / "model.onnx",
         faults={"FAULT_ERROR_RATE": "0.3"},
     )
     timeline = follow_release(staging, released, lambda t, app: sync_health(app)[1] == "Degraded")
