@@ -688,12 +688,22 @@ def automated(app: dict[str, Any]) -> bool:
 
 def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
     """What `argocd app sync` asks of the API server: an operation on the Application, which
-    the application controller then carries out (project rules and sync windows apply)."""
+    the application controller then carries out (project rules and sync windows apply). Like
+    the API server (v3.2.11, server/application Sync), the operation carries the Application's
+    own sync options and retry policy: without them a hand sync of an app whose namespace does
+    not exist yet fails (`CreateNamespace=true` is read from the operation)."""
+    app = custom.get_namespaced_custom_object(
+        GROUP, VERSION, argocd.NAMESPACE, "applications", name
+    )
+    policy = (app.get("spec") or {}).get("syncPolicy") or {}
+    sync: dict[str, Any] = {"syncStrategy": {"hook": {}}}
+    if policy.get("syncOptions"):
+        sync["syncOptions"] = policy["syncOptions"]
     operation = {
         "operation": {
             "initiatedBy": {"username": who},
-            "sync": {"syncStrategy": {"hook": {}}},
-            "retry": {},
+            "sync": sync,
+            "retry": policy.get("retry") or {},
         }
     }
     custom.patch_namespaced_custom_object(
