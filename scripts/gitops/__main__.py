@@ -797,6 +797,8 @@ def down(cluster: Cluster, say: Say) -> int:
             stopped += 1
             say(f"stopped {daemon.name} (pid {daemon.pid})")
     _forget_daemons(cluster, names)
+    # the repo server leaves its credential socket behind when stopped
+    ask_pass_socket(cluster.layout.root / "gitops").unlink(missing_ok=True)
     namespaces: set[str] = set()
     try:
         for app in cluster.applications():
