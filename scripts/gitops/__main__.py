@@ -688,27 +688,65 @@ def automated(app: dict[str, Any]) -> bool:
 
 def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
     """What `argocd app sync` asks of the API server: an operation on the Application, which
-    the application controller then carries out (project rules and sync windows apply). Like
-    the API server (v3.2.11, server/application Sync), the operation carries the Application's
-    own sync options and retry policy: without them a hand sync of an app whose namespace does
-    not exist yet fails (`CreateNamespace=true` is read from the operation)."""
-    app = custom.get_namespaced_custom_object(
-        GROUP, VERSION, argocd.NAMESPACE, "applications", name
-    )
-    policy = (app.get("spec") or {}).get("syncPolicy") or {}
-    sync: dict[str, Any] = {"syncStrategy": {"hook": {}}}
-    if policy.get("syncOptions"):
-        sync["syncOptions"] = policy["syncOptions"]
-    operation = {
-        "operation": {
+    the application controller then carries out (project rules and sync windows apply).
+
+    As the API server does (v3.2.11, util/argo SetAppOperation and server/application Sync): an
+    Application that already has an operation is refused ("another operation is already in
+    progress"; terminate it first), the previous operation's state is cleared, the write is an
+    update at the read resourceVersion (retried on a conflict, never merged into an operation
+    the controller is running), and the operation carries the Application's own sync options
+    and retry policy: without them a hand sync of an app whose namespace does not exist yet
+    fails (`CreateNamespace=true` is read from the operation)."""
+
+    def set_operation(app: dict[str, Any]) -> None:
+        if app.get("operation"):
+            raise GitopsError(f"{name}: another operation is already in progress")
+        policy = (app.get("spec") or {}).get("syncPolicy") or {}
+        sync: dict[str, Any] = {"syncStrategy": {"hook": {}}}
+        if policy.get("syncOptions"):
+            sync["syncOptions"] = policy["syncOptions"]
+        app["operation"] = {
             "initiatedBy": {"username": who},
             "sync": sync,
             "retry": policy.get("retry") or {},
         }
-    }
-    custom.patch_namespaced_custom_object(
-        GROUP, VERSION, argocd.NAMESPACE, "applications", name, operation
-    )
+        (app.get("status") or {}).pop("operationState", None)
+
+    _update_application(custom, name, set_operation)
+
+
+def terminate_operation(custom: client.CustomObjectsApi, name: str) -> None:
+    """What `argocd app terminate-op` asks of the API server (v3.2.11, TerminateOperation): the
+    running operation's phase becomes Terminating, and the controller stops it. Needed when an
+    automated sync is held mid-way by a deny window that its own changes opened."""
+
+    def terminate(app: dict[str, Any]) -> None:
+        state = (app.get("status") or {}).get("operationState")
+        if not app.get("operation") or not state:
+            raise GitopsError(f"{name}: unable to terminate operation: none is in progress")
+        state["phase"] = "Terminating"
+
+    _update_application(custom, name, terminate)
+
+
+def _update_application(
+    custom: client.CustomObjectsApi, name: str, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """Read, change, update at the read resourceVersion; again on a conflict."""
+    for _ in range(10):
+        app = custom.get_namespaced_custom_object(
+            GROUP, VERSION, argocd.NAMESPACE, "applications", name
+        )
+        change(app)
+        try:
+            custom.replace_namespaced_custom_object(
+                GROUP, VERSION, argocd.NAMESPACE, "applications", name, app
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise GitopsError(f"{name}: the Application kept changing under 10 updates in a row")
 
 
 def converge(cluster: Cluster, appsets: list[str], timeout: float, say: Say) -> None:

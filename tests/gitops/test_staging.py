@@ -60,14 +60,22 @@ def push(gitops: Gitops, clone: Path, message: str) -> Released:
     return Released(message, "", git(clone, "rev-parse", "HEAD"), time.monotonic())
 
 
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 120) -> Any:
+def wait_for(
+    what: str,
+    condition: Callable[[], Any],
+    timeout: float = 120,
+    explain: Callable[[], Any] | None = None,
+) -> Any:
+    """`condition()` once it is truthy; on timeout an AssertionError with `explain()`'s view of
+    what the engines were doing then."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            seen = f"; seen: {explain()}" if explain else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{seen}")
         time.sleep(0.5)
 
 

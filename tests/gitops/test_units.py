@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from scripts.cluster.canary import rollout_of, scale_time
 from scripts.cluster.pki import Pki
@@ -26,6 +27,8 @@ from scripts.gitops.__main__ import (
     model_of_app,
     root_application,
     storage_stand_ins,
+    sync_by_hand,
+    terminate_operation,
     wanted_images,
     with_settings,
 )
@@ -369,3 +372,69 @@ def test_the_repo_servers_kustomize_renders_what_pykustomize_renders(target: Pat
         return json.dumps(obj, sort_keys=True)
 
     assert sorted(map(key, by_engine)) == sorted(map(key, render_overlay(target)))
+
+
+class FakeApplications:
+    """The Applications resource as the API server keeps it: an update at a stale
+    resourceVersion is a 409 conflict."""
+
+    def __init__(self, app: dict[str, Any], conflicts: int = 0) -> None:
+        self.app = {**app, "metadata": {**app["metadata"], "resourceVersion": "1"}}
+        self.conflicts = conflicts
+        self.updates = 0
+
+    def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        return json.loads(json.dumps(self.app))
+
+    def replace_namespaced_custom_object(self, *args: Any) -> None:
+        body = args[-1]
+        if self.conflicts:
+            self.conflicts -= 1
+            self.app["metadata"]["resourceVersion"] = str(
+                int(self.app["metadata"]["resourceVersion"]) + 1
+            )
+            raise ApiException(status=409, reason="Conflict")
+        assert body["metadata"]["resourceVersion"] == self.app["metadata"]["resourceVersion"]
+        self.updates += 1
+        self.app = body
+
+
+APP = "digits-classifier-production"
+PRODUCTION_APP: dict[str, Any] = {
+    "metadata": {"name": APP},
+    "spec": {
+        "syncPolicy": {
+            "syncOptions": ["CreateNamespace=true", "ServerSideApply=true"],
+            "retry": {"limit": 5},
+        }
+    },
+    "status": {"operationState": {"phase": "Succeeded", "message": "an earlier sync"}},
+}
+
+
+def test_a_hand_sync_carries_the_apps_options_and_clears_the_last_state() -> None:
+    apps = FakeApplications(PRODUCTION_APP, conflicts=2)
+    sync_by_hand(apps, APP, "release-manager")  # type: ignore[arg-type]
+    operation = apps.app["operation"]
+    assert operation["initiatedBy"] == {"username": "release-manager"}
+    assert operation["sync"]["syncOptions"] == ["CreateNamespace=true", "ServerSideApply=true"]
+    assert operation["retry"] == {"limit": 5}
+    assert "operationState" not in apps.app["status"]
+    assert apps.updates == 1  # after two conflicts, one update at the current version
+
+
+def test_a_hand_sync_is_refused_while_an_operation_runs_and_terminate_ends_it() -> None:
+    running = {
+        **PRODUCTION_APP,
+        "operation": {"initiatedBy": {"automated": True}, "sync": {}},
+        "status": {"operationState": {"phase": "Running", "message": "blocked by sync window"}},
+    }
+    apps = FakeApplications(running)
+    with pytest.raises(GitopsError, match="another operation is already in progress"):
+        sync_by_hand(apps, APP, "platform-admin")  # type: ignore[arg-type]
+    assert apps.updates == 0 and apps.app["operation"]["initiatedBy"] == {"automated": True}
+    terminate_operation(apps, APP)  # type: ignore[arg-type]
+    assert apps.app["status"]["operationState"]["phase"] == "Terminating"
+    idle = FakeApplications(PRODUCTION_APP)
+    with pytest.raises(GitopsError, match="none is in progress"):
+        terminate_operation(idle, APP)  # type: ignore[arg-type]
