@@ -692,11 +692,11 @@ def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
 
     As the API server does (v3.2.11, util/argo SetAppOperation and server/application Sync): an
     Application that already has an operation is refused ("another operation is already in
-    progress"; terminate it first), the previous operation's state is cleared, the write is an
-    update at the read resourceVersion (retried on a conflict, never merged into an operation
-    the controller is running), and the operation carries the Application's own sync options
-    and retry policy: without them a hand sync of an app whose namespace does not exist yet
-    fails (`CreateNamespace=true` is read from the operation)."""
+    progress"), the previous operation's state is cleared, the write is an update at the read
+    resourceVersion (retried on a conflict, never merged into an operation the controller is
+    running: a deny window held such a merged sync as automated), and the operation carries the
+    Application's own sync options and retry policy: without them a hand sync of an app whose
+    namespace does not exist yet fails (`CreateNamespace=true` is read from the operation)."""
 
     def set_operation(app: dict[str, Any]) -> None:
         if app.get("operation"):
@@ -715,18 +715,21 @@ def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
     _update_application(custom, name, set_operation)
 
 
-def terminate_operation(custom: client.CustomObjectsApi, name: str) -> None:
-    """What `argocd app terminate-op` asks of the API server (v3.2.11, TerminateOperation): the
-    running operation's phase becomes Terminating, and the controller stops it. Needed when an
-    automated sync is held mid-way by a deny window that its own changes opened."""
+def drop_held_operation(custom: client.CustomObjectsApi, name: str) -> None:
+    """End an automated sync that a deny window holds mid-way, as an admin must: remove the
+    operation and its state (`kubectl patch --type json` on the Application). `argocd app
+    terminate-op` cannot end it: the controller (v3.2.11, SyncAppState) checks the windows
+    before it looks at a Terminating phase, so the operation stays Running while the window is
+    open, and a hand sync is refused while it is there."""
 
-    def terminate(app: dict[str, Any]) -> None:
-        state = (app.get("status") or {}).get("operationState")
-        if not app.get("operation") or not state:
-            raise GitopsError(f"{name}: unable to terminate operation: none is in progress")
-        state["phase"] = "Terminating"
+    def drop(app: dict[str, Any]) -> None:
+        state = (app.get("status") or {}).get("operationState") or {}
+        if not app.get("operation") or "blocked by sync window" not in (state.get("message") or ""):
+            raise GitopsError(f"{name}: no operation is held by a sync window")
+        del app["operation"]
+        del app["status"]["operationState"]
 
-    _update_application(custom, name, terminate)
+    _update_application(custom, name, drop)
 
 
 def _update_application(

@@ -27,8 +27,8 @@ from scripts.gitops.__main__ import (
     model_of_app,
     root_application,
     storage_stand_ins,
+    drop_held_operation,
     sync_by_hand,
-    terminate_operation,
     wanted_images,
     with_settings,
 )
@@ -423,18 +423,28 @@ def test_a_hand_sync_carries_the_apps_options_and_clears_the_last_state() -> Non
     assert apps.updates == 1  # after two conflicts, one update at the current version
 
 
-def test_a_hand_sync_is_refused_while_an_operation_runs_and_terminate_ends_it() -> None:
-    running = {
+def test_a_hand_sync_is_refused_while_an_operation_runs_and_a_held_one_can_be_dropped() -> None:
+    held = {
         **PRODUCTION_APP,
         "operation": {"initiatedBy": {"automated": True}, "sync": {}},
-        "status": {"operationState": {"phase": "Running", "message": "blocked by sync window"}},
+        "status": {
+            "operationState": {
+                "phase": "Running",
+                "message": "Sync operation blocked by sync window",
+            }
+        },
     }
-    apps = FakeApplications(running)
+    apps = FakeApplications(held)
     with pytest.raises(GitopsError, match="another operation is already in progress"):
         sync_by_hand(apps, APP, "platform-admin")  # type: ignore[arg-type]
     assert apps.updates == 0 and apps.app["operation"]["initiatedBy"] == {"automated": True}
-    terminate_operation(apps, APP)  # type: ignore[arg-type]
-    assert apps.app["status"]["operationState"]["phase"] == "Terminating"
-    idle = FakeApplications(PRODUCTION_APP)
-    with pytest.raises(GitopsError, match="none is in progress"):
-        terminate_operation(idle, APP)  # type: ignore[arg-type]
+    drop_held_operation(apps, APP)  # type: ignore[arg-type]
+    assert "operation" not in apps.app and "operationState" not in apps.app["status"]
+    sync_by_hand(apps, APP, "platform-admin")  # type: ignore[arg-type]
+    assert apps.app["operation"]["initiatedBy"] == {"username": "platform-admin"}
+    # a sync that is merely running is not the admin's to drop
+    running = FakeApplications(
+        {**held, "status": {"operationState": {"phase": "Running", "message": "waiting"}}}
+    )
+    with pytest.raises(GitopsError, match="no operation is held by a sync window"):
+        drop_held_operation(running, APP)  # type: ignore[arg-type]
