@@ -219,6 +219,32 @@ canary: cluster-up ## each model's staging canary judged by the real Argo Rollou
 bench-cluster: $(READY) engines ## time cluster-up, the real canary and the rehearsal (targets 30 s, 3 min)
 	$(PY) -m scripts.bench_cluster $(BENCH_CLUSTER_ARGS)
 
+# --- Argo CD on the local cluster (scripts/gitops) ------------------------------------------------
+# `gitops-up` (after cluster-up): serves GITOPS_REF of this repository under the repoURL of
+# clusters/ (https://gitlab.example.com/mlops/gitops.git) from a local git server, runs Argo CD
+# (application controller, repo server, ApplicationSet controller, Redis; tools/engines/argocd) as
+# processes from its install manifests, applies the root Application and its project once, and
+# waits until Argo CD has synced clusters/GITOPS_CLUSTER: every Application Synced and Healthy.
+# Helm-chart platform Applications are marked substituted (cluster-up's stand-ins replace them);
+# each app's process image serves its model of models.yaml (trained: `make pipeline`).
+# Options through GITOPS_ARGS, e.g. GITOPS_ARGS="--time-factor 20 --poll 3" (canaries in ~1 min).
+# `bench-gitops`: gitops-up from nothing and a release to the canary's verdict, timed by phase
+# (BENCH_GITOPS_ARGS="--repeat 3"); results in .bench/gitops.json.
+GITOPS_CLUSTER ?= staging
+GITOPS_REF     ?= HEAD
+.PHONY: gitops-up gitops-down gitops-status bench-gitops
+gitops-up: cluster-up ## Argo CD syncing clusters/$(GITOPS_CLUSTER) from a local git server at GITOPS_REF
+	$(PY) -m scripts.gitops up --cluster $(GITOPS_CLUSTER) --ref $(GITOPS_REF) $(GITOPS_ARGS)
+
+gitops-down: $(READY) ## stop Argo CD and the git server; delete what Argo CD created
+	$(PY) -m scripts.gitops down
+
+gitops-status: $(READY) ## Argo CD's processes and every Application's sync and health
+	$(PY) -m scripts.gitops status
+
+bench-gitops: cluster-up ## time gitops-up's phases and a release's detection, sync and canary (targets 90 s, 3 min)
+	$(PY) -m scripts.bench_gitops $(BENCH_GITOPS_ARGS)
+
 # --- canary rehearsal (scripts/rehearsal; owner: the rehearsal tool) -------------------------------
 # Each model's candidate (models/<name>/model.onnx) vs stable behind a real Prometheus, judged by
 # the AnalysisTemplates of its app's rendered overlay (REHEARSE_OVERLAY, default

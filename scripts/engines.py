@@ -112,6 +112,26 @@ ENGINES: tuple[Engine, ...] = (
         version_vars=(("github.com/prometheus/common/version.Version", "{prometheus_release}"),),
     ),
     Engine(
+        # one multi-call program (tools/engines/argocd/cmd/argocd): `argocd repo-server ...`
+        name="argocd",
+        module="github.com/argoproj/argo-cd/v3",
+        programs=(("argocd", "./cmd/argocd"),),
+        version_vars=tuple(
+            (f"github.com/argoproj/argo-cd/v3/common.{name}", template)
+            for name, template in (
+                ("version", "{number}"),
+                ("gitTag", "{version}"),
+                ("gitTreeState", "clean"),
+            )
+        ),
+    ),
+    Engine(
+        # the program Argo CD's repo server runs for `kustomize build` (found on its PATH)
+        name="kustomize",
+        module="sigs.k8s.io/kustomize/kustomize/v5",
+        programs=(("kustomize", "sigs.k8s.io/kustomize/kustomize/v5"),),
+    ),
+    Engine(
         name="kubeconform",
         module="github.com/yannh/kubeconform",
         programs=(("kubeconform", "github.com/yannh/kubeconform/cmd/kubeconform"),),
@@ -167,8 +187,8 @@ def _go() -> str:
     go = shutil.which("go")
     if go is None:
         raise EngineError(
-            "the Go toolchain is not installed: install Go >= 1.24 (Debian: golang-1.24, or"
-            " the official tarball) to build the engines, or point KUBE_APISERVER, ETCD, ..."
+            "the Go toolchain is not installed: install Go >= 1.26 (the official tarball) to"
+            " build the engines, or point KUBE_APISERVER, ETCD, ..."
             " at prebuilt binaries (tools/engines/README.md)"
         )
     return go

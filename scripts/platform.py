@@ -126,7 +126,7 @@ PLATFORM: tuple[Component, ...] = (
     Component(
         name="argo-cd",
         module="github.com/argoproj/argo-cd/v3",
-        version="v3.3.19",
+        version="v3.2.11",
         crd_files=(
             "manifests/crds/application-crd.yaml",
             "manifests/crds/applicationset-crd.yaml",

@@ -122,8 +122,13 @@ class CanaryResult:
 # What is applied
 
 
-def _format_duration(seconds: float) -> str:
-    milliseconds = max(1, round(seconds * 1000))
+def scaled_duration(duration: object, factor: float) -> str:
+    """An Argo duration (int seconds or "2m") divided by `factor`, as an Argo duration string
+    ("2s", "500ms"); the one rule for every time-scaled copy (this canary, make gitops-up)."""
+    seconds = (
+        float(duration) if isinstance(duration, (int, float)) else parse_duration(str(duration))
+    )
+    milliseconds = max(1, round(seconds / factor * 1000))
     return f"{milliseconds}ms" if milliseconds % 1000 else f"{milliseconds // 1000}s"
 
 
@@ -134,31 +139,40 @@ def scale_time(objects: list[dict[str, Any]], factor: float) -> list[str]:
     if factor == 1:
         return notes
     for obj in objects:
-        kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
-        if kind == "Rollout":
-            for step in ((obj["spec"].get("strategy") or {}).get("canary") or {}).get(
-                "steps"
-            ) or []:
-                pause = step.get("pause")
-                if isinstance(pause, dict) and pause.get("duration") is not None:
-                    duration = pause["duration"]
-                    seconds = (
-                        float(duration)
-                        if isinstance(duration, (int, float))
-                        else parse_duration(str(duration))
-                    )
-                    pause["duration"] = _format_duration(seconds / factor)
-                    notes.append(f"Rollout {name}: pause {duration} -> {pause['duration']}")
-        elif kind in ("AnalysisTemplate", "ClusterAnalysisTemplate"):
-            for metric in obj["spec"].get("metrics") or []:
-                for key in ("interval", "initialDelay"):
-                    if metric.get(key):
-                        before = metric[key]
-                        metric[key] = _format_duration(parse_duration(str(before)) / factor)
-                        notes.append(
-                            f"{kind} {name}/{metric['name']}: {key} {before} -> {metric[key]}"
-                        )
+        where = f"{obj.get('kind')} {(obj.get('metadata') or {}).get('name')}"
+        notes += scale_durations(obj, factor, where)
     return notes
+
+
+def scale_durations(node: Any, factor: float, where: str) -> list[str]:
+    """Divide, in place, every `pause.duration` (a canary step) and every analysis metric's
+    `interval` and `initialDelay` (a mapping that also has a `provider`) anywhere under `node`
+    by `factor`; -> one line per value changed. Works on parsed objects and on ruamel's
+    comment-keeping documents alike (make gitops-up scales the served files with it)."""
+    changes: list[str] = []
+    if isinstance(node, list):
+        for item in node:
+            changes += scale_durations(item, factor, where)
+        return changes
+    if not isinstance(node, dict):
+        return changes
+    pause = node.get("pause")
+    if isinstance(pause, dict) and pause.get("duration") is not None:
+        before = pause["duration"]
+        pause["duration"] = scaled_duration(before, factor)
+        changes.append(f"{where}: pause {before} -> {pause['duration']}")
+    if "provider" in node:
+        for key in ("interval", "initialDelay"):
+            if node.get(key):
+                before = node[key]
+                node[key] = scaled_duration(before, factor)
+                changes.append(
+                    f"{where}: {node.get('name', 'metric')} {key} {before} -> {node[key]}"
+                )
+    for key, value in node.items():
+        if key != "pause":
+            changes += scale_durations(value, factor, where)
+    return changes
 
 
 def set_namespace(objects: list[dict[str, Any]], namespace: str) -> None:
@@ -648,21 +662,28 @@ class Canary:
         )
 
     def _worst_metric(self, namespace: str, phases: tuple[str, ...]) -> tuple[str, str]:
-        """The metric that decided the newest finished run: the first of `phases` (in that
-        order of precedence) found in it, with the controller's message."""
-        for run in reversed(self.analysis_runs(namespace)):
-            status = run.get("status") or {}
-            results = status.get("metricResults") or []
-            # the run's message names the metric that decided it ("Metric "x" assessed ...")
-            named = re.search(r'Metric "([^"]+)"', str(status.get("message", "")))
-            if named and any(r.get("name") == named[1] for r in results):
-                return named[1], str(status["message"])
-            for phase in phases:
-                for result in results:
-                    if result.get("phase") == phase:
-                        message = result.get("message") or (run.get("status") or {}).get("message")
-                        return str(result["name"]), str(message or phase)
-        return "", ""
+        return deciding_metric(self.analysis_runs(namespace), phases)
+
+
+def deciding_metric(
+    runs: list[dict[str, Any]], phases: tuple[str, ...] = ("Failed", "Error", "Inconclusive")
+) -> tuple[str, str]:
+    """The metric that decided the newest finished run (`runs` oldest first) and the
+    controller's message: the one the run's message names, else the first of `phases` (in that
+    order of precedence) found in it."""
+    for run in reversed(runs):
+        status = run.get("status") or {}
+        results = status.get("metricResults") or []
+        # the run's message names the metric that decided it ("Metric "x" assessed ...")
+        named = re.search(r'Metric "([^"]+)"', str(status.get("message", "")))
+        if named and any(r.get("name") == named[1] for r in results):
+            return named[1], str(status["message"])
+        for phase in phases:
+            for result in results:
+                if result.get("phase") == phase:
+                    message = result.get("message") or status.get("message")
+                    return str(result["name"]), str(message or phase)
+    return "", ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,7 +108,12 @@ class State:
         return bool(self.daemons) and all(d.alive() for d in self.daemons)
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -> None:
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, cert: Path, key: Path, namespace: str | None = None
+) -> None:
+    context: dict[str, str] = {"cluster": "local", "user": "local"}
+    if namespace:  # a pod's client defaults to its own namespace; so does this kubeconfig's
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -118,19 +123,21 @@ def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path) -
         "users": [
             {"name": "local", "user": {"client-certificate": str(cert), "client-key": str(key)}}
         ],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
+        "contexts": [{"name": "local", "context": context}],
         "current-context": "local",
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML to every client
 
 
-def kubeconfig_for(layout: Layout, identity: Identity, server: str) -> Path:
+def kubeconfig_for(
+    layout: Layout, identity: Identity, server: str, namespace: str | None = None
+) -> Path:
     """A kubeconfig authenticating as `identity` (its certificate is issued when missing)."""
     pki = layout.pki
     pair = pki.client(identity)
     path = layout.kubeconfig_of(identity)
-    write_kubeconfig(path, server, pki.ca.cert, pair.cert, pair.key)
+    write_kubeconfig(path, server, pki.ca.cert, pair.cert, pair.key, namespace)
     return path
 
 

@@ -81,6 +81,16 @@ class Pki:
             self._issue(pair, x509.Name(subject), ExtendedKeyUsageOID.CLIENT_AUTH, [])
         return pair
 
+    def serving(self, name: str, hosts: tuple[str, ...]) -> Pair:
+        """A serving certificate for the DNS names `hosts` (a local stand-in of a server that
+        has a name elsewhere, e.g. the git server), issued by the CA on first use."""
+        pair = Pair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
+        if not (pair.cert.is_file() and pair.key.is_file()):
+            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+            names: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
+            self._issue(pair, subject, ExtendedKeyUsageOID.SERVER_AUTH, names)
+        return pair
+
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not (self.ca.cert.is_file() and self.ca.key.is_file()):

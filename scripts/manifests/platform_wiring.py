@@ -526,7 +526,7 @@ def _chart_covered(obj: Obj) -> bool:
 
 
 def _window_matches(window: dict[str, Any], name: str, namespace: str, cluster: str) -> bool:
-    """Argo CD v3.3: a window selects by application name, destination namespace or cluster
+    """Argo CD v3.2.11: a window selects by application name, destination namespace or cluster
     (server or name), wildcards allowed; the selectors are OR-ed unless `andOperator`."""
     tests = [
         (window.get("applications"), name),
