@@ -74,6 +74,7 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += network.check_peer_selectors(objects, checks.sources(target))
     findings += network.check_istio(objects)
     findings += platform_wiring.check_platform(objects, checks.render, checks.root)
+    findings += analysis.check_steps(objects)
     findings += analysis.check_references(objects)
     findings += analysis.check_templates(objects)
     findings += metrics.check_metrics(objects, checks.exported_metrics)
