@@ -14,6 +14,8 @@ from scripts.repo_copy import copy_repo
 
 ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 DIGITS_METRICS = "models/digits/metrics/metrics.json"
+DIGITS_RELEASE = "models/digits/metrics/release.json"
+DIGITS_RECORD = "models/digits/registration.json"
 
 
 def commit(repo: Path, message: str) -> None:
@@ -40,7 +42,10 @@ def test_a_section_for_the_changed_model_only(two_commits: tuple[Path, dict[str,
     assert "## breast-cancer" not in text  # its pipeline did not change
     delta = 0.9712 - old["accuracy"]
     assert f"| accuracy | {old['accuracy']:.4f} | 0.9712 | {delta:.4f} 🔻 |" in text
-    assert "| min_accuracy | 0.9712 | 0.95 | pass |" in text
+    # the gates as register recorded them (its record), not decided again on the new metrics
+    recorded = json.loads((repo / DIGITS_RECORD).read_text())["gates"][0]
+    assert f"| min_accuracy | {recorded['measured']:.4f} | 0.95 | pass |" in text
+    assert "all release gates pass; released (recorded by register in" in text
     lr = old["baselines"]["logistic_regression"]["accuracy"]  # type: ignore[index]
     assert f"| baseline: logistic regression (accuracy) | {lr:.4f} | {lr:.4f} |" in text
     assert "![confusion_matrix.png]" not in text  # figures are not in git; none to show here
@@ -67,14 +72,59 @@ def test_the_ci_plan_chooses_the_models(
     assert "## breast-cancer (" in text and "## digits (" not in text
 
 
+def record_a_failing_gate(repo: Path) -> None:
+    """What register writes under `dvc exp run` when min_accuracy fails at 0.9."""
+    record = json.loads((repo / DIGITS_RECORD).read_text())
+    record["gates"][0] = {**record["gates"][0], "measured": 0.9, "passed": False}
+    (repo / DIGITS_RECORD).write_text(json.dumps(record))
+    verdict = {"gates_passed": False, "released": False, "failed_gates": 1}
+    (repo / DIGITS_RELEASE).write_text(json.dumps(verdict))
+
+
 def test_failing_gate_is_reported_and_exits_1(two_commits: tuple[Path, dict[str, float]]) -> None:
     repo, _ = two_commits
-    metrics = json.loads((repo / DIGITS_METRICS).read_text())
-    (repo / DIGITS_METRICS).write_text(json.dumps({**metrics, "accuracy": 0.9}))
+    record_a_failing_gate(repo)
     assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 1
     text = (repo / "reports/mr/report.md").read_text()
-    assert "| min_accuracy | 0.9000 | 0.95 | FAIL |" in text and "a release gate fails" in text
-    assert "| gain_over_logistic_regression | -0.0" in text
+    assert "| min_accuracy | 0.9000 | 0.95 | FAIL |" in text
+    assert "**a release gate fails** (1 failed); not released" in text
+
+
+def test_the_recorded_verdict_is_shown_not_decided_again(
+    two_commits: tuple[Path, dict[str, float]],
+) -> None:
+    repo, _ = two_commits
+    # metrics that would fail min_accuracy, but register recorded a pass: the record stands
+    metrics = json.loads((repo / DIGITS_METRICS).read_text())
+    (repo / DIGITS_METRICS).write_text(json.dumps({**metrics, "accuracy": 0.9}))
+    assert report.main(["--repo", str(repo), "--base", "HEAD~1"]) == 0
+    assert "all release gates pass" in (repo / "reports/mr/report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read the recorded gate verdict"),
+        ("{not json", "not a gate verdict: (top level): Invalid JSON"),
+        ('{"gates_passed": true, "released": true}', "failed_gates: Field required"),
+        ('{"gates_passed": "yes", "released": true, "failed_gates": 0}', "gates_passed:"),
+        ('{"gates_passed": true, "released": true, "failed_gates": 2}', "with failed_gates 2"),
+    ],
+)
+def test_a_missing_or_malformed_verdict_is_refused_naming_the_file(
+    two_commits: tuple[Path, dict[str, float]], content: str | None, problem: str
+) -> None:
+    repo, _ = two_commits
+    release = repo / DIGITS_RELEASE
+    if content is None:
+        release.unlink()
+    else:
+        release.write_text(content)
+    with pytest.raises(SystemExit) as refused:
+        report.main(["--repo", str(repo), "--base", "HEAD~1"])
+    message = str(refused.value)
+    assert str(release) in message and problem in message, message
+    assert not (repo / "reports/mr/report.md").exists()  # nothing written
 
 
 def test_manifest_change_is_summarised(two_commits: tuple[Path, dict[str, float]]) -> None:
