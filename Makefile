@@ -60,7 +60,10 @@ lint: $(READY) ## black --check, flake8, mypy --strict
 test-no-e2e: $(READY) ## every test not marked e2e (all tiers, minutes), no lint, no coverage
 	$(BIN)/pytest -q -m "not e2e"
 
-test: lint tests ## every check: lint, then `make tests`
+# The one test command: the README's, .ci/run's and the CI test job's (PYTEST_ARGS narrows it).
+test: lint ## every check: lint, then all tests, coverage >= 80% (JUnit in .bench/junit.xml)
+	@mkdir -p .bench
+	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
 bench-pipeline: $(READY) ## time dvc repro of every model from clean, no-op, one model's change (table)
 	$(PY) -m scripts.bench_pipeline
@@ -104,7 +107,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
+.PHONY: ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
 	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
@@ -118,10 +121,6 @@ CML_VERSION     ?= 0.20
 CML             ?= cml
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
-
-tests: $(READY) ## the CI test job: all tests, coverage >= 80% (JUnit in .bench/junit.xml), no lint
-	@mkdir -p .bench
-	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
 ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push; RETRAIN=true: new data or seed first (scripts/retrain.py)
 	targets="$$($(MODELS_CLI) pipelines --ci train "$(MODEL)")"; \

@@ -52,13 +52,13 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void a_merge_request_that_trains_reports_after_the_rehearsal() {
         def m = build(MR_TRAINING)
-        assert commands(m) == ['make ci-plan', 'make lint', 'make tests', 'make ci-train',
+        assert commands(m) == ['make ci-plan', 'make test', 'make ci-train',
                                'make manifests-ci', 'make kubeconform', 'make ci-rehearse',
                                'make perf-gate', 'make mr-report']
         assert m.shells.find { it.command == 'make ci-train' }.agent == 'gpu'
         assert m.shells.find { it.command == 'make mr-report' }.env.REPO_TOKEN == 'credential:gitlab-repo-token'
         // the calls went through JenkinsPipelineUnit's interception
-        assert helper.callStack.findAll { it.methodName == 'sh' }.size() == 9
+        assert helper.callStack.findAll { it.methodName == 'sh' }.size() == 8
         assert helper.callStack.any { it.methodName == 'unstash' && it.args[0] == 'rehearsal' }
     }
 
@@ -87,7 +87,7 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void a_tag_fetches_builds_releases_in_ci_mode_and_promotes_holding_no_executor() {
         def m = build(TAG)
-        assert commands(m) == ['make ci-plan', 'make lint', 'make tests', 'make model-pull',
+        assert commands(m) == ['make ci-plan', 'make test', 'make model-pull',
                                'sh scripts/ci/build_image.sh serving', 'sh scripts/ci/build_image.sh trainer',
                                'sh scripts/ci/scan_image.sh serving', 'sh scripts/ci/scan_image.sh trainer',
                                'make manifests-ci', 'make kubeconform',
