@@ -20,7 +20,7 @@ import yaml
 from scripts.node_tools import ensure_node_modules
 from scripts.repo_copy import REPO, copy_repo
 
-TOOLS = REPO / "tools" / "ci"
+TOOLS = REPO / "tools" / "gitlab-ci-local"
 VENV = Path(sys.executable).parent.parent
 ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 
