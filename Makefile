@@ -139,7 +139,7 @@ model-pull: $(READY) ## fetch the plan's models (test split, ONNX) named by dvc.
 ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (unless trained here), then rehearse
 
 propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
-	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
+	sh scripts/sh/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
 cml: ## CI: install the pinned CML CLI (npm) unless the job already has it
 	@# launch-runner needs only Node, not the whole bootstrap (torch): Debian's nodejs/npm
@@ -169,10 +169,10 @@ kubeconform: $(READY) ## only the real kubeconform -strict on every rendered tar
 	$(PY) -m scripts.manifests kubeconform --junit $(MANIFEST_REPORTS)/kubeconform.junit.xml
 
 image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models with kaniko (CI image only)
-	sh scripts/ci/build_image.sh $(IMAGE_KIND)
+	sh scripts/sh/build_image.sh $(IMAGE_KIND)
 
 image-scan: ## trivy scan of IMAGE_KIND of the plan's models: exit 1 on HIGH/CRITICAL with a fix, 3 if it cannot scan
-	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
+	sh scripts/sh/scan_image.sh $(IMAGE_KIND)
 
 # In CI (CI=true, set by GitLab and by the Jenkinsfile) the release is made on the default branch's
 # tip and pushed inside its transaction; it needs MLFLOW_TRACKING_URI (the team's registry).

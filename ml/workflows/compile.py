@@ -224,7 +224,7 @@ fi
 # One home for proposing a retrained model: the same script the GitLab retrain pipeline runs.
 PROPOSE_SCRIPT = f"""set -euo pipefail
 cd {REPO_DIR}
-sh scripts/ci/propose_retrain.sh "retrain/{{{{workflow.name}}}}" \\
+sh scripts/sh/propose_retrain.sh "retrain/{{{{workflow.name}}}}" \\
   "{{{{workflow.parameters.reason}}}}"
 """
 

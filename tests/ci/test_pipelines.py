@@ -223,7 +223,7 @@ def test_every_job_runs_one_make_target_or_its_script() -> None:
         assert len(job["script"]) == 1, f"{name}: one command per job"
         command = job["script"][0]
         make = re.fullmatch(r"make ([a-z-]+)( TAG=\$CI_COMMIT_TAG)?", command)
-        script = re.fullmatch(r"sh (scripts/ci/[a-z_]+\.sh)( \S+)?", command)
+        script = re.fullmatch(r"sh (scripts/sh/[a-z_]+\.sh)( \S+)?", command)
         assert make or script, f"{name}: {command!r} is neither a make target nor a CI script"
         if make:
             assert make.group(1) in targets, command
@@ -327,7 +327,7 @@ def test_propose_retrain_opens_a_review_branch(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     subprocess.run(["git", "config", "receive.advertisePushOptions", "true"], cwd=bare, check=True)
     subprocess.run(["git", "remote", "add", "origin", str(bare)], cwd=repo, check=True)
-    script = ["sh", "scripts/ci/propose_retrain.sh", "retrain/42", "drift"]
+    script = ["sh", "scripts/sh/propose_retrain.sh", "retrain/42", "drift"]
     same = subprocess.run(script, cwd=repo, capture_output=True, text=True, check=True)
     assert "nothing to propose" in same.stdout  # an identical model is not proposed
     subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True)

@@ -73,12 +73,12 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void main_builds_and_scans_with_the_registry_credential_and_the_commit() {
         def m = build(MAIN)
-        assert commands(m).containsAll(['make ci-train', 'sh scripts/ci/build_image.sh serving',
-                                        'sh scripts/ci/scan_image.sh trainer', 'make ci-rehearse'])
+        assert commands(m).containsAll(['make ci-train', 'sh scripts/sh/build_image.sh serving',
+                                        'sh scripts/sh/scan_image.sh trainer', 'make ci-rehearse'])
         assert !('make mr-report' in commands(m)) && !commands(m).any { it.startsWith('make release') }
-        def build = m.shells.find { it.command == 'sh scripts/ci/build_image.sh serving' }
+        def build = m.shells.find { it.command == 'sh scripts/sh/build_image.sh serving' }
         assert build.agent == 'kaniko'
-        // what scripts/ci/ci_env.sh maps to GitLab's names (tests/ci/test_image_scripts.py)
+        // what scripts/sh/ci_env.sh maps to GitLab's names (tests/ci/test_image_scripts.py)
         assert build.env.REGISTRY_USR && build.env.REGISTRY_PSW && build.env.CI_REGISTRY
         assert build.env.GIT_COMMIT
         assert m.shells.find { it.command.contains('scan_image') }.agent == 'trivy'
@@ -88,8 +88,8 @@ class JenkinsfileTest extends BasePipelineTest {
     void a_tag_fetches_builds_releases_in_ci_mode_and_promotes_holding_no_executor() {
         def m = build(TAG)
         assert commands(m) == ['make ci-plan', 'make test', 'make model-pull',
-                               'sh scripts/ci/build_image.sh serving', 'sh scripts/ci/build_image.sh trainer',
-                               'sh scripts/ci/scan_image.sh serving', 'sh scripts/ci/scan_image.sh trainer',
+                               'sh scripts/sh/build_image.sh serving', 'sh scripts/sh/build_image.sh trainer',
+                               'sh scripts/sh/scan_image.sh serving', 'sh scripts/sh/scan_image.sh trainer',
                                'make manifests-ci', 'make kubeconform',
                                'make release TAG=$TAG_NAME', 'make promote TAG=$TAG_NAME']
         def release = m.shells.find { it.command.startsWith('make release') }
