@@ -154,10 +154,10 @@ cml-runner: cml ## register an ephemeral cloud GPU runner (labels cml-gpu) throu
 		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE)
 
 report: $(READY) ## merge-request report vs BASE (default: MR target or main): a section per changed model
-	$(PY) -m scripts.report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
+	$(PY) -m scripts.mr_report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
 
 mr-report: $(READY) cml ## build the report, post/update it on the MR with cml, fail if a gate fails
-	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
+	status=0; $(PY) -m scripts.mr_report $(if $(BASE),--base $(BASE)) || status=$$?; \
 	$(CML) comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
 	exit $$status
 

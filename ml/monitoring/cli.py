@@ -32,7 +32,7 @@ from ml.monitoring.live import (
     resolve_pods,
 )
 from ml.monitoring.metrics import DriftMetrics
-from ml.monitoring.report import build_report, write_reports
+from ml.monitoring.drift_report import build_report, write_reports
 from ml.monitoring.shifts import SHIFTS, apply_shift
 from ml.schema import ImageInput
 from ml.monitoring.trigger import (

@@ -10,7 +10,7 @@ from scripts.manifests import (
     alerts,
     analysis,
     kubeconform,
-    metrics,
+    metric_refs,
     network,
     platform_wiring,
     policy,
@@ -77,7 +77,7 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += analysis.check_steps(objects)
     findings += analysis.check_references(objects)
     findings += analysis.check_templates(objects)
-    findings += metrics.check_metrics(objects, checks.exported_metrics)
+    findings += metric_refs.check_metrics(objects, checks.exported_metrics)
     if checks.promtool:
         findings += alerts.check_rules(objects)
     return findings
