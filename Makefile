@@ -233,7 +233,7 @@ rehearse: $(READY) ## canary rehearsal of each model's candidate (exit 0 promote
 	    $(REHEARSE_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
 	done; exit $$status
 
-# --- continuous training (ml/monitoring, ml/workflows; owner: the monitoring work) --------------
+# --- continuous training (ml/monitoring, scripts/workflows; owner: the monitoring work) --------------
 # `drift`: for each model, the drift job on its held-out rows shifted by DRIFT_SHIFT (none, darker,
 # brighter, noise, classes; translate for images), labelled by its model.onnx when it exists;
 # reports and the textfile metrics land in .bench/drift/<model>/, the retraining decision is a dry
@@ -257,10 +257,10 @@ drift: $(READY) ## each model's drift report (JSON, HTML, metrics) on a syntheti
 	done
 
 workflows: $(READY) ## regenerate each app's Argo workflows, dashboard and drift CronJob under apps/
-	$(PY) -m ml.workflows
+	$(PY) -m scripts.workflows
 
 workflows-check: $(READY) ## fail when the generated manifests under apps/ are out of date
-	$(PY) -m ml.workflows --check
+	$(PY) -m scripts.workflows --check
 
 # --- model service (ml/serving; owner: the serving work) -----------------------------------------
 # `serve`: the service on one model's model.onnx (MODEL, default the first of models.yaml) at
