@@ -56,3 +56,18 @@ def test_prepared_data_lives_in_model_folders_only() -> None:
         ["git", "ls-files", "*.npz"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
     assert [f for f in files if not f.startswith(("models/", "tests/"))] == []
+
+
+# DVC's own configuration folder: its files are the tool's, documented by docs/PIPELINE.md
+_NO_README = {".dvc"}
+
+
+def test_every_top_level_folder_says_how_to_add_one_more() -> None:
+    missing = []
+    for folder in sorted(top_level_folders() - _NO_README):
+        readme = ROOT / folder / "README.md"
+        text = readme.read_text() if readme.is_file() else ""
+        # a heading "## Add ..." or a bold "**Add ...**" / "**To add ...**" paragraph
+        if not re.search(r"^#+ Add\b|\*\*(to )?add\b", text, re.IGNORECASE | re.MULTILINE):
+            missing.append(folder)
+    assert missing == [], f"no README.md saying how to add one more in {missing}"
