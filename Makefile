@@ -60,7 +60,10 @@ lint: $(READY) ## black --check, flake8, mypy --strict
 test-no-e2e: $(READY) ## every test not marked e2e (all tiers, minutes), no lint, no coverage
 	$(BIN)/pytest -q -m "not e2e"
 
-test: lint tests ## every check: lint, then `make tests`
+# The one test command: the README's, .ci/run's and the CI test job's (PYTEST_ARGS narrows it).
+test: lint ## every check: lint, then all tests, coverage >= 80% (JUnit in .bench/junit.xml)
+	@mkdir -p .bench
+	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
 bench-pipeline: $(READY) ## time dvc repro of every model from clean, no-op, one model's change (table)
 	$(PY) -m scripts.bench_pipeline
@@ -104,7 +107,7 @@ manifests-diff: $(READY) ## rendered differences between BASE (default origin/ma
 		--json $(MANIFEST_REPORTS)/diff.json --patch $(MANIFEST_REPORTS)/diff.patch
 
 # ---- CI/CD: what .gitlab-ci.yml and the Jenkinsfile call (one target per job) -----------------
-.PHONY: tests ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
+.PHONY: ci-train ci-plan ci-rehearse cml cml-runner report mr-report manifests-ci kubeconform image-build \
 	image-scan release promote perf-gate perf-baseline model-pull propose-retrain
 
 CML_CLOUD       ?= aws
@@ -118,10 +121,6 @@ CML_VERSION     ?= 0.20
 CML             ?= cml
 IMAGE_KIND      ?= serving
 RENDERED        := .bench/manifests/rendered
-
-tests: $(READY) ## the CI test job: all tests, coverage >= 80% (JUnit in .bench/junit.xml), no lint
-	@mkdir -p .bench
-	$(BIN)/pytest --cov --cov-report=term --cov-report=xml --junitxml=.bench/junit.xml $(PYTEST_ARGS)
 
 ci-train: $(READY) ## CI training of the plan's TRAIN_MODELS (default every model): dvc repro --pull, push; RETRAIN=true: new data or seed first (scripts/retrain.py)
 	targets="$$($(MODELS_CLI) pipelines --ci train "$(MODEL)")"; \
@@ -140,7 +139,7 @@ model-pull: $(READY) ## fetch the plan's models (test split, ONNX) named by dvc.
 ci-rehearse: model-pull rehearse ## CI: the plan's models from the DVC remote (unless trained here), then rehearse
 
 propose-retrain: ## commit the retrained models' lock files and outputs on a branch and open its merge request
-	sh scripts/ci/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
+	sh scripts/sh/propose_retrain.sh retrain/$${CI_PIPELINE_ID:-local} "$${RETRAIN_REASON:-manual}"
 
 cml: ## CI: install the pinned CML CLI (npm) unless the job already has it
 	@# launch-runner needs only Node, not the whole bootstrap (torch): Debian's nodejs/npm
@@ -155,10 +154,10 @@ cml-runner: cml ## register an ephemeral cloud GPU runner (labels cml-gpu) throu
 		--cloud-type=$(CML_CLOUD_TYPE) --labels=cml-gpu --idle-timeout=$(CML_IDLE)
 
 report: $(READY) ## merge-request report vs BASE (default: MR target or main): a section per changed model
-	$(PY) -m scripts.report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
+	$(PY) -m scripts.mr_report $(if $(BASE),--base $(BASE)) $(if $(MODEL),--models "$(MODEL)")
 
 mr-report: $(READY) cml ## build the report, post/update it on the MR with cml, fail if a gate fails
-	status=0; $(PY) -m scripts.report $(if $(BASE),--base $(BASE)) || status=$$?; \
+	status=0; $(PY) -m scripts.mr_report $(if $(BASE),--base $(BASE)) || status=$$?; \
 	$(CML) comment update reports/mr/report.md --watermark-title="model report" --publish-native; \
 	exit $$status
 
@@ -170,10 +169,10 @@ kubeconform: $(READY) ## only the real kubeconform -strict on every rendered tar
 	$(PY) -m scripts.manifests kubeconform --junit $(MANIFEST_REPORTS)/kubeconform.junit.xml
 
 image-build: ## build+push IMAGE_KIND (serving|trainer) of the plan's models with kaniko (CI image only)
-	sh scripts/ci/build_image.sh $(IMAGE_KIND)
+	sh scripts/sh/build_image.sh $(IMAGE_KIND)
 
 image-scan: ## trivy scan of IMAGE_KIND of the plan's models: exit 1 on HIGH/CRITICAL with a fix, 3 if it cannot scan
-	sh scripts/ci/scan_image.sh $(IMAGE_KIND)
+	sh scripts/sh/scan_image.sh $(IMAGE_KIND)
 
 # In CI (CI=true, set by GitLab and by the Jenkinsfile) the release is made on the default branch's
 # tip and pushed inside its transaction; it needs MLFLOW_TRACKING_URI (the team's registry).
@@ -260,7 +259,7 @@ rehearse: $(READY) ## canary rehearsal of each model's candidate (exit 0 promote
 	    $(REHEARSE_ARGS) || { code=$$?; [ $$status -ne 0 ] || status=$$code; }; \
 	done; exit $$status
 
-# --- continuous training (ml/monitoring, ml/workflows; owner: the monitoring work) --------------
+# --- continuous training (ml/monitoring, scripts/workflows; owner: the monitoring work) --------------
 # `drift`: for each model, the drift job on its held-out rows shifted by DRIFT_SHIFT (none, darker,
 # brighter, noise, classes; translate for images), labelled by its model.onnx when it exists;
 # reports and the textfile metrics land in .bench/drift/<model>/, the retraining decision is a dry
@@ -284,10 +283,10 @@ drift: $(READY) ## each model's drift report (JSON, HTML, metrics) on a syntheti
 	done
 
 workflows: $(READY) ## regenerate each app's Argo workflows, dashboard and drift CronJob under apps/
-	$(PY) -m ml.workflows
+	$(PY) -m scripts.workflows
 
 workflows-check: $(READY) ## fail when the generated manifests under apps/ are out of date
-	$(PY) -m ml.workflows --check
+	$(PY) -m scripts.workflows --check
 
 # --- model service (ml/serving; owner: the serving work) -----------------------------------------
 # `serve`: the service on one model's model.onnx (MODEL, default the first of models.yaml) at

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ml.schema import InputSchema, TaskSpec
 
@@ -94,16 +94,57 @@ class RegistrationRecord(_Record):
         return [*self.gates, *([self.latency.gate] if self.latency else [])]
 
 
+class ReleaseVerdict(_Record):
+    """What `metrics/release.json` holds: the gate verdict register recorded (docs/CONTRACTS.md).
+    Readers show it instead of deciding the gates again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    gates_passed: bool
+    released: bool  # this run registered the model and moved the alias
+    failed_gates: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ReleaseVerdict":
+        if self.gates_passed != (self.failed_gates == 0):
+            raise ValueError(
+                f"gates_passed is {str(self.gates_passed).lower()} with failed_gates"
+                f" {self.failed_gates}"
+            )
+        if self.released and not self.gates_passed:
+            raise ValueError("released is true although a gate failed")
+        return self
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def read_release_verdict(path: str | Path) -> ReleaseVerdict:
+    """`metrics/release.json`, validated; a missing or malformed file is a RecordError naming it
+    (and the field)."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise RecordError(
+            f"{path}: cannot read the recorded gate verdict: {exc.strerror}"
+            " (the register stage writes it: run the model's pipeline)"
+        ) from None
+    try:
+        return ReleaseVerdict.model_validate_json(text)
+    except ValidationError as exc:
+        raise RecordError(f"{path}: not a gate verdict: {_problems(exc)}") from None
+
+
 def parse_record(text: str | bytes, source: str = "registration record") -> RegistrationRecord:
     """Validate a record's JSON text; the error names the source and every bad field."""
     try:
         return RegistrationRecord.model_validate_json(text)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise RecordError(f"{source}: not a registration record: {problems}") from None
+        raise RecordError(f"{source}: not a registration record: {_problems(exc)}") from None
 
 
 def read_record(path: str | Path) -> RegistrationRecord:

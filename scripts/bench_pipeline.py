@@ -63,7 +63,7 @@ def clean(workspace: Path, catalog: Catalog) -> None:
 
 def direct_commands(workspace: Path, catalog: Catalog) -> list[tuple[Path, list[str]]]:
     """(folder, argv) of every stage of every model, with the model's inline vars resolved."""
-    from ml.workflows.compile import load_stages
+    from scripts.workflows.compile import load_stages
 
     commands = []
     for entry in catalog.entries:

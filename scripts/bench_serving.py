@@ -383,7 +383,10 @@ class _ConstantService:
     """The own-layer ceiling: http.py with every limit on, answering a constant."""
 
     def __init__(self, config: Any) -> None:
+        from ml.serving.app import BodyLimit
+
         self.config = config
+        self.body_limit = BodyLimit(config.max_body_bytes)
         self._reply: Any = None
 
     def dispatch(self, method: str, path: str, headers: Any, body: bytes) -> Any:

@@ -177,7 +177,7 @@ def unregistered(catalog: Catalog, entries: Sequence[ModelEntry]) -> list[str]:
 
 
 def image_lines(catalog: Catalog, names: Sequence[str], registry: str) -> str:
-    """`kind folder image` per line, what scripts/ci/build_image.sh and scan_image.sh read."""
+    """`kind folder image` per line, what scripts/sh/build_image.sh and scan_image.sh read."""
     lines = []
     for entry in catalog.select(" ".join(names)) if names else []:
         lines.append(f"serving {entry.folder} {registry}/{entry.serving_image}")

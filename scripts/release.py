@@ -124,7 +124,7 @@ def set_image_tag(text: str, image: str, new_tag: str, source: Path, required: b
 
 
 def release_images(text: str, entry: ModelEntry, image_tag: str, source: Path) -> str:
-    """Both images CI builds and tags with the release version (scripts/ci/build_image.sh) get
+    """Both images CI builds and tags with the release version (scripts/sh/build_image.sh) get
     the tag: the model's service image and the trainer its retraining workflow and drift CronJob
     run. An overlay that does not pin the trainer (no continuous training) keeps the service
     alone."""

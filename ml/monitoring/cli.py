@@ -32,7 +32,7 @@ from ml.monitoring.live import (
     resolve_pods,
 )
 from ml.monitoring.metrics import DriftMetrics
-from ml.monitoring.report import build_report, write_reports
+from ml.monitoring.drift_report import build_report, write_reports
 from ml.monitoring.shifts import SHIFTS, apply_shift
 from ml.schema import ImageInput
 from ml.monitoring.trigger import (
@@ -104,7 +104,7 @@ def make_backend(args: argparse.Namespace, env: Env, client: httpx.Client) -> Ba
         if not server or not namespace:
             raise TriggerError("argo backend needs --argo-server and --argo-namespace")
         token = _secret(env, "ARGO_TOKEN", args.argo_token_file)
-        return ArgoBackend(client, server, namespace, args.argo_template, args.argo_pipeline, token)
+        return ArgoBackend(server, namespace, args.argo_template, args.argo_pipeline, token)
     if args.backend == "gitlab":
         trigger_token = env.get("GITLAB_TRIGGER_TOKEN")
         if not args.gitlab_api or not args.gitlab_project or not trigger_token:
@@ -112,7 +112,6 @@ def make_backend(args: argparse.Namespace, env: Env, client: httpx.Client) -> Ba
                 "gitlab backend needs --gitlab-api, --gitlab-project and GITLAB_TRIGGER_TOKEN"
             )
         return GitLabBackend(
-            client,
             args.gitlab_api,
             args.gitlab_project,
             trigger_token,

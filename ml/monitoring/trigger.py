@@ -13,8 +13,10 @@ State is one JSON file (a PersistentVolume in the cluster) written atomically un
 exclusive lock, so a restarted or concurrent job sees every earlier decision.
 Dry run evaluates everything, reads the backend's status, and neither submits nor writes.
 
-Backends take an injected ``httpx.Client``: the GitLab pipeline trigger API, Jenkins'
-``buildWithParameters`` or the Argo Server's WorkflowTemplate submission.
+Backends, each on a well-kept client where one exists: GitLab's pipeline trigger API through
+python-gitlab, the Argo Server's WorkflowTemplate submission through hera's WorkflowsService (both
+on an injectable ``requests.Session``), and Jenkins' ``buildWithParameters`` on an injected
+``httpx.Client`` (a form POST and two JSON reads).
 
 A submission is recorded *before* it is sent (its key and a pending run): if the answer is lost
 (a read timeout, a reset connection), the request may have started a pipeline, so the next run
@@ -36,7 +38,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
+import gitlab
 import httpx
+import requests
+from gitlab.exceptions import GitlabError
+from hera.exceptions import HeraException
+from hera.workflows.models import SubmitOpts, WorkflowSubmitRequest
+from hera.workflows.service import WorkflowsService
+from urllib3.exceptions import NewConnectionError
 
 from ml.config import RetrainParams
 from ml.io import write_text
@@ -54,11 +63,32 @@ class SubmitOutcomeUnknown(TriggerError):
     """The request went out but its answer was lost: a run may or may not have started."""
 
 
-def _transport_error(what: str, exc: httpx.HTTPError) -> TriggerError:
+def _transport_error(what: str, exc: httpx.HTTPError | requests.RequestException) -> TriggerError:
     """A connection never made means nothing was sent; anything later leaves it unknown."""
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, requests.ConnectTimeout)):
+        return TriggerError(f"{what}: {exc}")
+    # requests wraps a refused or unresolvable connection as ConnectionError(MaxRetryError(
+    # reason=NewConnectionError)); a reset after the request went out is a ConnectionError too
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.ConnectionError) and isinstance(reason, NewConnectionError):
         return TriggerError(f"{what}: {exc}")
     return SubmitOutcomeUnknown(f"{what}: {exc} (the request may have been received)")
+
+
+class TimeoutSession(requests.Session):
+    """A requests session whose every call has a timeout: hera's WorkflowsService passes none,
+    and a trigger job must not hang on a server that accepts and never answers."""
+
+    def __init__(self, connect_s: float = 5.0, read_s: float = 30.0) -> None:
+        super().__init__()
+        self.default_timeout = (connect_s, read_s)
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return super().request(method, url, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -190,117 +220,153 @@ def _check(response: httpx.Response, what: str) -> dict[str, Any]:
 
 
 class GitLabBackend:
-    """POST /projects/:id/trigger/pipeline (a pipeline trigger token); status needs a read token."""
+    """python-gitlab: POST /projects/:id/trigger/pipeline with a pipeline trigger token; the
+    status of the pipeline it started needs a read token (GET /projects/:id/pipelines/:id)."""
 
     name = "gitlab"
     _ACTIVE = {"created", "waiting_for_resource", "preparing", "pending", "running", "scheduled"}
 
     def __init__(
         self,
-        client: httpx.Client,
         api_url: str,
         project: str,
         trigger_token: str,
         ref: str = "main",
         read_token: str | None = None,
         model: str = "",
+        session: requests.Session | None = None,
     ) -> None:
-        self.client = client
-        self.base = f"{api_url.rstrip('/')}/projects/{quote(project, safe='')}"
+        api = api_url.rstrip("/")
+        if not api.endswith("/api/v4"):
+            raise TriggerError(f"GitLab API URL {api_url!r}: expected .../api/v4 (CI_API_V4_URL)")
+        root = api[: -len("/api/v4")]  # python-gitlab appends /api/v4 itself
+        session = session or TimeoutSession()
+        # Two clients on one session: the trigger call authenticates by its trigger token alone
+        # (no PRIVATE-TOKEN beside it), status reads by the read token. No transient retries: a
+        # POST retried after a 5xx or a reset could start a second pipeline.
+        self._trigger = gitlab.Gitlab(root, session=session, retry_transient_errors=False)
+        self._reader = (
+            gitlab.Gitlab(root, private_token=read_token, session=session) if read_token else None
+        )
+        self.project = project
+        self.base = f"{api}/projects/{quote(project, safe='')}"  # what messages name
         self.trigger_token = trigger_token
         self.ref = ref
-        self.read_token = read_token
         self.model = model  # models.yaml name: the pipeline retrains only it (RETRAIN_MODEL)
 
     def submit(self, reasons: list[str], key: str, now: float) -> Run:
-        data = {
-            "token": self.trigger_token,
-            "ref": self.ref,
-            "variables[RETRAIN]": "true",
-            "variables[RETRAIN_REASON]": ",".join(reasons),
-            "variables[RETRAIN_KEY]": key,
+        variables = {
+            "RETRAIN": "true",
+            "RETRAIN_REASON": ",".join(reasons),
+            "RETRAIN_KEY": key,
         }
         if self.model:
-            data["variables[RETRAIN_MODEL]"] = self.model
+            variables["RETRAIN_MODEL"] = self.model
+        what = f"GitLab trigger at {self.base}"
+        project = self._trigger.projects.get(self.project, lazy=True)
         try:
-            response = self.client.post(f"{self.base}/trigger/pipeline", data=data)
-        except httpx.HTTPError as exc:
-            raise _transport_error(f"GitLab trigger at {self.base}", exc) from exc
-        body = _check(response, f"GitLab trigger at {self.base}")
-        if "id" not in body:
-            raise TriggerError(f"GitLab trigger at {self.base}: no pipeline id in {body}")
+            pipeline = project.trigger_pipeline(self.ref, self.trigger_token, variables=variables)
+        except requests.RequestException as exc:
+            raise _transport_error(what, exc) from exc
+        except GitlabError as exc:
+            raise TriggerError(f"{what}: {_gitlab_problem(exc)}") from exc
+        attributes = pipeline.attributes
+        if "id" not in attributes:
+            raise TriggerError(f"{what}: no pipeline id in {attributes}")
         return Run(
-            self.name, str(body["id"]), str(body.get("web_url", "")), now, tuple(reasons), key
+            self.name,
+            str(attributes["id"]),
+            str(attributes.get("web_url") or ""),
+            now,
+            tuple(reasons),
+            key,
         )
 
     def running(self, last: Run | None) -> bool | None:
         if last is None or last.backend != self.name:
             return False
-        if self.read_token is None or not last.id:  # no token, or a submission never answered
+        if self._reader is None or not last.id:  # no token, or a submission never answered
             return None
-        url = f"{self.base}/pipelines/{last.id}"
+        what = f"GitLab pipeline status at {self.base}/pipelines/{last.id}"
         try:
-            response = self.client.get(url, headers={"PRIVATE-TOKEN": self.read_token})
-        except httpx.HTTPError as exc:
-            raise TriggerError(f"GitLab pipeline status at {url}: {exc}") from exc
-        return str(_check(response, f"GitLab pipeline status at {url}").get("status")) in (
-            self._ACTIVE
-        )
+            project = self._reader.projects.get(self.project, lazy=True)
+            status = project.pipelines.get(last.id).attributes.get("status")
+        except requests.RequestException as exc:
+            raise TriggerError(f"{what}: {exc}") from exc
+        except GitlabError as exc:
+            raise TriggerError(f"{what}: {_gitlab_problem(exc)}") from exc
+        return str(status) in self._ACTIVE
+
+
+def _gitlab_problem(exc: GitlabError) -> str:
+    if exc.response_code:
+        return f"HTTP {exc.response_code}: {exc.error_message}"
+    # a 2xx answer python-gitlab could not read (not JSON, or JSON but not an object)
+    return f"expected a JSON object: {exc.error_message}"
 
 
 class ArgoBackend:
-    """Argo Server: submit the WorkflowTemplate; "running" = any unfinished workflow of it."""
+    """hera's WorkflowsService on the Argo Server: submit the WorkflowTemplate; "running" = any
+    unfinished workflow of the pipeline."""
 
     name = "argo"
     PIPELINE_LABEL = "mlops.example.com/pipeline"
 
     def __init__(
         self,
-        client: httpx.Client,
         server_url: str,
         namespace: str,
         template: str,
         pipeline: str,
         token: str | None = None,
+        session: requests.Session | None = None,
     ) -> None:
-        self.client = client
         self.server = server_url.rstrip("/")
         self.namespace = namespace
         self.template = template
         self.pipeline = pipeline
-        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+        # hera joins its paths onto the host (urljoin): the trailing slash keeps a path prefix;
+        # it sends the token as "Bearer <token>"
+        self.service = WorkflowsService(
+            host=self.server + "/",
+            token=token,
+            namespace=namespace,
+            session=session or TimeoutSession(),
+        )
 
     def submit(self, reasons: list[str], key: str, now: float) -> Run:
-        url = f"{self.server}/api/v1/workflows/{self.namespace}/submit"
-        body = {
-            "namespace": self.namespace,
-            "resourceKind": "WorkflowTemplate",
-            "resourceName": self.template,
-            "submitOptions": {
-                "labels": f"mlops.example.com/retrain-key={key}",
-                "parameters": [f"reason={'+'.join(reasons)}"],
-            },
-        }
+        what = f"Argo submit at {self.server}/api/v1/workflows/{self.namespace}/submit"
+        request = WorkflowSubmitRequest(
+            namespace=self.namespace,
+            resource_kind="WorkflowTemplate",
+            resource_name=self.template,
+            submit_options=SubmitOpts(
+                labels=f"mlops.example.com/retrain-key={key}",
+                parameters=[f"reason={'+'.join(reasons)}"],
+            ),
+        )
         try:
-            response = self.client.post(url, json=body, headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise _transport_error(f"Argo submit at {url}", exc) from exc
-        name = (_check(response, f"Argo submit at {url}").get("metadata") or {}).get("name")
+            workflow = self.service.submit_workflow(request)
+        except requests.RequestException as exc:
+            raise _transport_error(what, exc) from exc
+        except (HeraException, KeyError, ValueError) as exc:  # an error status; an odd answer
+            raise TriggerError(f"{what}: {exc}") from exc
+        name = workflow.metadata.name
         if not name:
-            raise TriggerError(f"Argo submit at {url}: no workflow name in the answer")
+            raise TriggerError(f"{what}: no workflow name in the answer")
         ui = f"{self.server}/workflows/{self.namespace}/{name}"
         return Run(self.name, name, ui, now, tuple(reasons), key)
 
     def running(self, last: Run | None) -> bool | None:
-        url = f"{self.server}/api/v1/workflows/{self.namespace}"
+        what = f"Argo workflow list at {self.server}/api/v1/workflows/{self.namespace}"
         selector = f"{self.PIPELINE_LABEL}={self.pipeline},workflows.argoproj.io/completed!=true"
         try:
-            response = self.client.get(
-                url, params={"listOptions.labelSelector": selector}, headers=self.headers
-            )
-        except httpx.HTTPError as exc:
-            raise TriggerError(f"Argo workflow list at {url}: {exc}") from exc
-        return bool(_check(response, f"Argo workflow list at {url}").get("items"))
+            found = self.service.list_workflows(label_selector=selector)
+        except requests.RequestException as exc:
+            raise TriggerError(f"{what}: {exc}") from exc
+        except (HeraException, KeyError, ValueError) as exc:
+            raise TriggerError(f"{what}: {exc}") from exc
+        return bool(found.items)
 
 
 class JenkinsBackend:

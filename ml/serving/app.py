@@ -75,8 +75,42 @@ Pending = Coroutine[Any, Any, Reply]
 Answer = Reply | Deferred[Reply] | Pending
 
 
+# A 401 carries its challenge (RFC 9110 11.6.1) in the reply itself, so every transport (our HTTP
+# layer, uvicorn, granian) sends it by copying the reply's headers: one home for the rule.
+_BEARER_CHALLENGE = b"www-authenticate: Bearer\r\n"
+
+
 def error_reply(status: int, message: str) -> Reply:
+    if status == 401:
+        return Reply(status, error_body(message), JSON, _BEARER_CHALLENGE)
     return Reply(status, error_body(message))
+
+
+class BodyLimit:
+    """The one rule for a request body's size (MAX_BODY_BYTES), whichever server carries it.
+
+    The app owns it; our HTTP layer (http.py) asks it before reading a byte of the body (the
+    Content-Length header) and as chunks arrive, and so does the app's own ASGI entry under
+    uvicorn or granian (``ModelService._read_body``). Both answers are ``None`` (go on) or the
+    refusal; nothing is allocated unless a request is refused."""
+
+    __slots__ = ("max_bytes", "message")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.message = f"body exceeds MAX_BODY_BYTES={max_bytes}"
+
+    def check_declared(self, content_length: bytes) -> ClientError | None:
+        """A Content-Length header's value: refused before a byte of the body is read."""
+        if not content_length.isdigit():
+            return ClientError(400, "invalid Content-Length header")
+        if int(content_length) > self.max_bytes:
+            return ClientError(413, self.message)
+        return None
+
+    def check_received(self, size: int) -> ClientError | None:
+        """The bytes received so far (chunked bodies declare no length)."""
+        return ClientError(413, self.message) if size > self.max_bytes else None
 
 
 _INTERNAL_ERROR = error_reply(500, "internal error")
@@ -123,7 +157,7 @@ class ModelService:
         self.faults = FaultInjector(config.faults)
         self._loader = loader or self._load
         self._reload_lock = asyncio.Lock()
-        self._max_body = config.max_body_bytes
+        self.body_limit = BodyLimit(config.max_body_bytes)
         self._max_batch = config.max_batch
         self._tensor_limits = TensorLimits(
             config.max_batch, config.max_tensor_elements, config.max_tensor_dims
@@ -201,8 +235,6 @@ class ModelService:
                 (b"content-type", reply.content_type),
                 (b"content-length", str(len(reply.body)).encode()),
             ]
-            if reply.status == 401:
-                headers.append((b"www-authenticate", b"Bearer"))
             for line in reply.headers.split(b"\r\n"):
                 if line:
                     name, _, value = line.partition(b": ")
@@ -213,19 +245,20 @@ class ModelService:
             await self._lifespan(receive, send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.body_limit
         for key, value in scope["headers"]:
             if key == b"content-length":
-                if not value.isdigit():
-                    raise ClientError(400, "invalid Content-Length header")
-                if int(value) > self._max_body:
-                    raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
+                error = limit.check_declared(value)
+                if error is not None:
+                    raise error
         message = await receive()
         body: bytes = message.get("body", b"")
         while message.get("more_body", False):
             message = await receive()
             body += message.get("body", b"")
-            if len(body) > self._max_body:
-                raise ClientError(413, f"body exceeds MAX_BODY_BYTES={self._max_body}")
+            error = limit.check_received(len(body))
+            if error is not None:
+                raise error
         return body
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

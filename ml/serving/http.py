@@ -40,7 +40,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from ml.serving.app import Answer, Headers, Reply, error_reply
+from ml.serving.app import Answer, BodyLimit, Headers, Reply, error_reply
 from ml.serving.batching import Deferred
 from ml.serving.config import ServingConfig
 
@@ -72,6 +72,7 @@ class Service(Protocol):
     constant answer measuring this layer's own ceiling)."""
 
     config: ServingConfig
+    body_limit: BodyLimit  # the app's rule for body size: asked before and while reading
 
     def dispatch(self, method: str, path: str, headers: Headers, body: bytes) -> Answer: ...
 
@@ -126,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self._header_timeout_s = self.limits.header_timeout_s
         self._body_timeout_s = self.limits.body_timeout_s
         self._keep_alive_s = self.limits.keep_alive_s
+        self._body_limit = self.service.body_limit
         self._http10 = False
         # the request being parsed
         self._url = b""
@@ -282,14 +284,12 @@ class _Connection(asyncio.Protocol):
         for key, value in self._headers:
             if key == b"host":
                 hosts += 1
-            elif (
-                key == b"content-length"
-                and value.isdigit()
-                and int(value) > self.limits.max_body_bytes
-            ):
-                # (llhttp has checked the digits) refused before a byte of it is read
-                self._refuse(413, self._body_limit_message())
-                return
+            elif key == b"content-length":
+                # refused before a byte of the body is read (llhttp has checked the digits)
+                error = self._body_limit.check_declared(value)
+                if error is not None:
+                    self._refuse(error.status, error.message)
+                    return
             elif key == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
         parser: httptools.HttpRequestParser = self.parser  # type: ignore[assignment]  # feeding
@@ -313,16 +313,14 @@ class _Connection(asyncio.Protocol):
     def on_chunk_header(self) -> None:
         self._chunks += 1
 
-    def _body_limit_message(self) -> str:
-        return f"body exceeds MAX_BODY_BYTES={self.limits.max_body_bytes}"
-
     def on_body(self, chunk: bytes) -> None:
         if self._closing:
             return
         size = len(chunk)
         self._size += size
-        if self._size > self.limits.max_body_bytes:  # chunked bodies have no Content-Length
-            self._refuse(413, self._body_limit_message())
+        error = self._body_limit.check_received(self._size)
+        if error is not None:
+            self._refuse(error.status, error.message)
             return
         self._held += size
         server = self.server
@@ -446,8 +444,6 @@ class _Connection(asyncio.Protocol):
         ]
         if reply.headers:
             head.append(reply.headers)
-        if reply.status == 401:
-            head.append(b"www-authenticate: Bearer\r\n")
         if not keep_alive:
             head.append(b"connection: close\r\n")
         elif request.http10:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from scripts.manifests.vocabulary import Finding, Obj
 from scripts.rehearsal.analysis import AnalysisSpecError, metric_spec_problems
-from scripts.rehearsal.canary import field_path_value
+from scripts.rehearsal.canary import field_path_value, read_steps
 from scripts.rehearsal.expr import template_condition_problem
 
 TEMPLATE_KINDS = ("AnalysisTemplate", "ClusterAnalysisTemplate")
@@ -28,15 +28,19 @@ class AnalysisRef:
 
 
 def analysis_refs(rollout: Obj) -> list[AnalysisRef]:
-    """Every step analysis and the background analysis of a Rollout's canary strategy."""
+    """Every step analysis and the background analysis of a Rollout's canary strategy.
+
+    The steps come from the rehearsal's one step reader (`read_steps`), so both tools see the
+    same analysis steps; a step it refuses is reported by `check_steps`, not read here."""
     canary = (((rollout.get("spec") or {}).get("strategy") or {}).get("canary")) or {}
-    refs: list[AnalysisRef] = []
-    blocks: list[tuple[str, Any]] = []
-    for i, step in enumerate(canary.get("steps") or []):
-        if isinstance(step, dict) and isinstance(step.get("analysis"), dict):
-            blocks.append((f"spec.strategy.canary.steps[{i}].analysis", step["analysis"]))
+    blocks: list[tuple[str, Any]] = [
+        (f"{step.field}.analysis", step.body)
+        for step in read_steps(rollout)
+        if step.kind == "analysis" and step.problem is None
+    ]
     if isinstance(canary.get("analysis"), dict):
         blocks.append(("spec.strategy.canary.analysis", canary["analysis"]))
+    refs: list[AnalysisRef] = []
     for field, block in blocks:
         templates = [
             (str(t.get("templateName", "")), bool(t.get("clusterScope")))
@@ -46,6 +50,15 @@ def analysis_refs(rollout: Obj) -> list[AnalysisRef]:
         args = [a for a in block.get("args") or [] if isinstance(a, dict)]
         refs.append(AnalysisRef(field, templates, args))
     return refs
+
+
+def check_steps(objects: list[Obj]) -> Iterator[Finding]:
+    """Canary steps the controller would refuse (and so the rehearsal does): one kind per step,
+    setWeight in 0..100, a pause duration it can parse, an analysis step with templates."""
+    for rollout in (o for o in objects if o.get("kind") == "Rollout"):
+        for step in read_steps(rollout):
+            if step.problem is not None:
+                yield Finding("analysis", rollout, step.field, step.problem)
 
 
 def resolve_static_args(rollout: Obj, args: list[dict[str, Any]]) -> dict[str, str | None]:

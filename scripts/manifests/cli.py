@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from scripts.manifests import metrics, report
+from scripts.manifests import metric_refs, report
 from scripts.manifests.diff import diff_refs, diff_table
 from scripts.manifests.vocabulary import REPO_ROOT
 from scripts.manifests.render import (
@@ -34,17 +34,25 @@ def resolve_metrics(args: argparse.Namespace) -> tuple[set[str], str, bool]:
     start ml.serving on the first model's model.onnx when both exist, else fall back to the
     contract."""
     if args.metrics_url:
-        text = metrics.fetch_exposition(args.metrics_url)
-        return metrics.exported_metric_names(text), f"live /metrics at {args.metrics_url}", True
+        text = metric_refs.fetch_exposition(args.metrics_url)
+        return metric_refs.exported_metric_names(text), f"live /metrics at {args.metrics_url}", True
     if args.metrics_file:
         text = Path(args.metrics_file).read_text()
-        return metrics.exported_metric_names(text), f"exposition file {args.metrics_file}", False
+        return (
+            metric_refs.exported_metric_names(text),
+            f"exposition file {args.metrics_file}",
+            False,
+        )
     model = Path(args.serve_model) if args.serve_model else default_model()
-    if args.serve_model or (metrics.service_available() and model.is_file()):
-        text = metrics.serve_and_fetch(model)
-        return metrics.exported_metric_names(text), f"live /metrics of ml.serving ({model})", True
-    names = metrics.exported_metric_names(metrics.contract_exposition())
-    why = "ml.serving missing" if not metrics.service_available() else f"no {model}"
+    if args.serve_model or (metric_refs.service_available() and model.is_file()):
+        text = metric_refs.serve_and_fetch(model)
+        return (
+            metric_refs.exported_metric_names(text),
+            f"live /metrics of ml.serving ({model})",
+            True,
+        )
+    names = metric_refs.exported_metric_names(metric_refs.contract_exposition())
+    why = "ml.serving missing" if not metric_refs.service_available() else f"no {model}"
     return names, f"docs/CONTRACTS.md metric table (NOT live: {why})", False
 
 
@@ -131,7 +139,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Per-target render+validate times (best of --repeat), and kubectl kustomize for comparison."""
-    exported = metrics.exported_metric_names(metrics.contract_exposition())
+    exported = metric_refs.exported_metric_names(metric_refs.contract_exposition())
     source = "docs/CONTRACTS.md (bench does not start the service)"
     targets = _targets(args.targets)
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from scripts.manifests import (
     alerts,
     analysis,
     kubeconform,
-    metrics,
+    metric_refs,
     network,
     platform_wiring,
     policy,
@@ -74,9 +74,10 @@ def validate_objects(objects: list[Obj], target: Path, checks: Checks) -> list[F
     findings += network.check_peer_selectors(objects, checks.sources(target))
     findings += network.check_istio(objects)
     findings += platform_wiring.check_platform(objects, checks.render, checks.root)
+    findings += analysis.check_steps(objects)
     findings += analysis.check_references(objects)
     findings += analysis.check_templates(objects)
-    findings += metrics.check_metrics(objects, checks.exported_metrics)
+    findings += metric_refs.check_metrics(objects, checks.exported_metrics)
     if checks.promtool:
         findings += alerts.check_rules(objects)
     return findings

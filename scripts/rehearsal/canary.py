@@ -225,9 +225,17 @@ _NO_EFFECT_STEPS = ("setCanaryScale", "setHeaderRoute", "setMirrorRoute", "plugi
 
 @dataclass(frozen=True)
 class Step:
+    """One canary step as read from the Rollout: its kind (one of `_STEP_KINDS`, or "" when the
+    step is not exactly one kind), its body, and why the controller would refuse it (or None)."""
+
     index: int
     kind: str
     body: Any
+    problem: str | None = None
+
+    @property
+    def field(self) -> str:
+        return f"spec.strategy.canary.steps[{self.index}]"
 
     def describe(self) -> str:
         if self.kind == "setWeight":
@@ -247,33 +255,58 @@ def _template_names(analysis: Mapping[str, Any]) -> list[str]:
     return [str(t.get("templateName")) for t in analysis.get("templates") or []]
 
 
+def read_steps(rollout: Mapping[str, Any]) -> list[Step]:
+    """The one reader of a Rollout's canary steps, for the rehearsal and `make manifests` alike.
+
+    It never raises: a step the controller would refuse keeps its `problem`, so `make manifests`
+    can report it with its field and the rehearsal (`parse_steps`) can refuse it. A Rollout
+    without a canary strategy has no steps."""
+    strategy = (rollout.get("spec") or {}).get("strategy") or {}
+    canary = strategy.get("canary") if isinstance(strategy, Mapping) else None
+    if not isinstance(canary, Mapping):
+        return []
+    raw_steps = canary.get("steps") or []
+    if not isinstance(raw_steps, list):
+        return [Step(0, "", raw_steps, "spec.strategy.canary.steps must be a list")]
+    return [_read_step(index, raw) for index, raw in enumerate(raw_steps)]
+
+
+def _read_step(index: int, raw: Any) -> Step:
+    kinds = [key for key in raw if key in _STEP_KINDS] if isinstance(raw, Mapping) else []
+    if len(kinds) != 1:
+        return Step(index, "", raw, f"expected exactly one step kind, got {raw!r}")
+    kind = kinds[0]
+    body = raw[kind]
+    if kind == "setWeight":
+        if isinstance(body, bool) or not isinstance(body, int) or not 0 <= body <= 100:
+            return Step(index, kind, body, "setWeight must be an int in 0..100")
+    if kind == "pause":
+        if not isinstance(body or {}, Mapping):
+            return Step(index, kind, body, "pause must be a mapping ({} or {duration: ...})")
+        duration = (body or {}).get("duration")
+        if duration is not None:
+            try:
+                if pause_seconds(duration) < 0:
+                    raise ValueError("negative")
+            except ValueError:
+                return Step(index, kind, body, f"invalid pause duration {duration!r}")
+    if kind == "analysis":
+        if not isinstance(body, Mapping):
+            return Step(index, kind, body, "analysis step must be a mapping")
+        if not _template_names(body):
+            return Step(index, kind, body, "analysis step without templates")
+    return Step(index, kind, body)
+
+
 def parse_steps(rollout: Mapping[str, Any]) -> list[Step]:
-    canary = _canary(rollout)
-    steps: list[Step] = []
-    for index, raw in enumerate(canary.get("steps") or []):
-        kinds = [key for key in raw if key in _STEP_KINDS] if isinstance(raw, Mapping) else []
-        if len(kinds) != 1:
-            raise RolloutSpecError(f"step {index}: expected exactly one step kind, got {raw!r}")
-        kind = kinds[0]
-        body = raw[kind]
-        if kind == "experiment":
-            raise RehearsalUnsupported(f"step {index}: experiment steps cannot be rehearsed")
-        if kind == "setWeight":
-            if isinstance(body, bool) or not isinstance(body, int) or not 0 <= body <= 100:
-                raise RolloutSpecError(f"step {index}: setWeight must be an int in 0..100")
-        if kind == "pause":
-            duration = (body or {}).get("duration")
-            if duration is not None:
-                try:
-                    if pause_seconds(duration) < 0:
-                        raise ValueError("negative")
-                except ValueError:
-                    raise RolloutSpecError(
-                        f"step {index}: invalid pause duration {duration!r}"
-                    ) from None
-        if kind == "analysis" and not _template_names(body or {}):
-            raise RolloutSpecError(f"step {index}: analysis step without templates")
-        steps.append(Step(index, kind, body))
+    """`read_steps` for the rehearsal: the first step it cannot walk is a tool error."""
+    _canary(rollout)
+    steps = read_steps(rollout)
+    for step in steps:
+        if step.problem is not None:
+            raise RolloutSpecError(f"step {step.index}: {step.problem}")
+        if step.kind == "experiment":
+            raise RehearsalUnsupported(f"step {step.index}: experiment steps cannot be rehearsed")
     return steps
 
 

@@ -107,7 +107,7 @@ def test_its_app_renders_and_validates_and_needs_no_generated_files(added: Path)
         [sys.executable, "-m", "scripts.manifests", "validate", overlay, "--no-promtool"], added
     )
     assert "OK: 1 target(s)" in validated.stdout, validated.stdout
-    assert "up to date" in run([sys.executable, "-m", "ml.workflows", "--check"], added).stdout
+    assert "up to date" in run([sys.executable, "-m", "scripts.workflows", "--check"], added).stdout
 
 
 def test_its_canary_rehearsal_promotes_it(added: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""scripts/ci/build_image.sh and scan_image.sh under GitLab's and Jenkins' variables, with
+"""scripts/sh/build_image.sh and scan_image.sh under GitLab's and Jenkins' variables, with
 stand-ins for kaniko's executor and trivy (neither can run here: no container engine, no
 registry) that record the arguments and environment they get and say what they are."""
 
@@ -53,7 +53,7 @@ def run(
         **env,
     }
     return subprocess.run(
-        ["sh", str(REPO / "scripts/ci" / script), kind],
+        ["sh", str(REPO / "scripts/sh" / script), kind],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The pipelines themselves: the real .gitlab-ci.yml through gitlab-ci-local (schema, which jobs
-run for merge requests, main and tags, and real shell-executor runs of lint, a test subset, the
-report and manifest validation). The Jenkinsfile is run by JenkinsPipelineUnit
+run for merge requests, main and tags, and real shell-executor runs of the test job: lint and a
+test subset, the report and manifest validation). The Jenkinsfile is run by JenkinsPipelineUnit
 (tests/ci/jenkins, driven by test_jenkinsfile.py), which also checks it runs GitLab's commands."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from scripts.node_tools import ensure_node_modules
 from scripts.repo_copy import REPO, copy_repo
 
-TOOLS = REPO / "tools" / "ci"
+TOOLS = REPO / "tools" / "gitlab-ci-local"
 VENV = Path(sys.executable).parent.parent
 ID = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 
@@ -79,7 +79,7 @@ def plan_of(glcl: str, repo: Path, *variables: str) -> dict[str, str]:
 
 
 MR = ("CI_PIPELINE_SOURCE=merge_request_event", "CI_COMMIT_BRANCH=")
-ALWAYS = ["plan", "lint", "test", "manifests", "kubeconform"]
+ALWAYS = ["plan", "test", "manifests", "kubeconform"]
 
 
 @pytest.mark.parametrize(
@@ -206,12 +206,12 @@ def test_schema_errors_are_caught(glcl: str, tmp_path: Path) -> None:
     broken = (
         (REPO / ".gitlab-ci.yml")
         .read_text()
-        .replace("  script:\n    - make lint", "  scirpt:\n    - make lint")
+        .replace("  script:\n    - make ci-plan", "  scirpt:\n    - make ci-plan")
     )
     (tmp_path / ".gitlab-ci.yml").write_text(broken)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     result = subprocess.run([glcl, "--list"], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode != 0 and "lint must have script" in result.stderr
+    assert result.returncode != 0 and "plan must have script" in result.stderr
 
 
 def test_every_job_runs_one_make_target_or_its_script() -> None:
@@ -223,7 +223,7 @@ def test_every_job_runs_one_make_target_or_its_script() -> None:
         assert len(job["script"]) == 1, f"{name}: one command per job"
         command = job["script"][0]
         make = re.fullmatch(r"make ([a-z-]+)( TAG=\$CI_COMMIT_TAG)?", command)
-        script = re.fullmatch(r"sh (scripts/ci/[a-z_]+\.sh)( \S+)?", command)
+        script = re.fullmatch(r"sh (scripts/sh/[a-z_]+\.sh)( \S+)?", command)
         assert make or script, f"{name}: {command!r} is neither a make target nor a CI script"
         if make:
             assert make.group(1) in targets, command
@@ -270,11 +270,6 @@ def run_job(
         text=True,
         env=env,
     )
-
-
-def test_lint_job_runs(glcl: str, ci_copy: Path) -> None:
-    result = run_job(glcl, ci_copy, "lint")
-    assert result.returncode == 0 and "PASS  lint" in result.stdout, result.stdout[-3000:]
 
 
 def test_test_job_runs_a_subset(glcl: str, ci_copy: Path) -> None:
@@ -332,7 +327,7 @@ def test_propose_retrain_opens_a_review_branch(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     subprocess.run(["git", "config", "receive.advertisePushOptions", "true"], cwd=bare, check=True)
     subprocess.run(["git", "remote", "add", "origin", str(bare)], cwd=repo, check=True)
-    script = ["sh", "scripts/ci/propose_retrain.sh", "retrain/42", "drift"]
+    script = ["sh", "scripts/sh/propose_retrain.sh", "retrain/42", "drift"]
     same = subprocess.run(script, cwd=repo, capture_output=True, text=True, check=True)
     assert "nothing to propose" in same.stdout  # an identical model is not proposed
     subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True)

@@ -49,7 +49,7 @@ def test_a_triggered_retraining_trains_and_proposes_every_changed_file(repo: Pat
     # up to export: the register stage's latency gate depends on the machine's load, and a model
     # failing a gate is rightly proposed by no one (the train job fails)
     run(repo, str(BIN / "dvc"), "repro", f"{MODEL}/dvc.yaml:export")
-    run(repo, "sh", "scripts/ci/propose_retrain.sh", "retrain/77", "drift", env=env)
+    run(repo, "sh", "scripts/sh/propose_retrain.sh", "retrain/77", "drift", env=env)
     files = run(repo, "git", "show", "--name-only", "--format=", "origin/retrain/77").split()
     # the new seed, the lock that records it, and the outputs it changed, not only lock+metrics
     assert {f"{MODEL}/params.yaml", f"{MODEL}/dvc.lock", f"{MODEL}/metrics/metrics.json"} <= set(

@@ -1,4 +1,5 @@
-"""The continuous-training path's calls against fake trigger endpoints (httpx.MockTransport: the
+"""The continuous-training path's calls against fake trigger endpoints (a scripted transport
+under the real client: requests' adapter for python-gitlab, httpx.MockTransport for Jenkins; the
 request is built and sent by the real client, the answer is scripted): a lost answer does not
 submit a duplicate, a refused one may be retried, the Jenkins backend, and a drift run whose
 trigger call fails still writes its report and metrics (issue 19 #7)."""
@@ -6,12 +7,16 @@ trigger call fails still writes its report and metrics (issue 19 #7)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
 import pytest
+import requests
+import requests.adapters
 from sklearn.datasets import load_digits
 
 from ml.config import RetrainParams, load_params
@@ -44,25 +49,55 @@ class Clock:
         return self.now
 
 
-def gitlab(handler: object) -> GitLabBackend:
-    client = httpx.Client(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
-    return GitLabBackend(client, "https://gitlab.test/api/v4", "mlops/gitops", "t", model="digits")
+Handler = Callable[[requests.PreparedRequest], requests.Response]
+
+
+class ScriptedAdapter(requests.adapters.BaseAdapter):
+    """requests' counterpart of httpx.MockTransport: every request the session sends goes to
+    `handler`, which answers or raises."""
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        return self.handler(request)
+
+    def close(self) -> None:
+        pass
+
+
+def answer(request: requests.PreparedRequest, status: int, body: Any) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode()
+    response.headers["content-type"] = "application/json"
+    response.url, response.request = str(request.url), request
+    return response
+
+
+def gitlab(handler: Handler) -> GitLabBackend:
+    session = requests.Session()
+    session.mount("https://", ScriptedAdapter(handler))
+    return GitLabBackend(
+        "https://gitlab.test/api/v4", "mlops/gitops", "t", model="digits", session=session
+    )
 
 
 def test_a_lost_answer_is_never_submitted_twice(tmp_path: Path) -> None:
     """The pipeline was created, but the answer timed out: the next runs must not create a
     second one (the key and a pending run were recorded before the request went out)."""
-    created: list[dict[str, list[str]]] = []
+    created: list[dict[str, Any]] = []
 
-    def lose_the_answer(request: httpx.Request) -> httpx.Response:
-        created.append(parse_qs(request.content.decode()))
-        raise httpx.ReadTimeout("timed out", request=request)
+    def lose_the_answer(request: requests.PreparedRequest) -> requests.Response:
+        created.append(json.loads(request.body or b"{}"))
+        raise requests.ReadTimeout("timed out", request=request)
 
     clock, store = Clock(), StateStore(tmp_path / "state.json")
     trigger = Trigger(store, gitlab(lose_the_answer), retrain(cooldown_hours=0.0), clock=clock)
     with pytest.raises(SubmitOutcomeUnknown, match="may have been received"):
         trigger.evaluate(Signals(drift=True, model_version="3", window="w1"))
-    assert created[0]["variables[RETRAIN_MODEL]"] == ["digits"]
+    assert created[0]["variables"]["RETRAIN_MODEL"] == "digits"
     again = trigger.evaluate(Signals(drift=True, model_version="3", window="w1"))
     assert again.action == "skipped" and again.why.startswith("duplicate")
     clock.now += 3600  # new data, same model: presumed in flight, not a second pipeline
@@ -74,10 +109,9 @@ def test_a_lost_answer_is_never_submitted_twice(tmp_path: Path) -> None:
 
 
 def test_a_refused_submission_can_be_retried(tmp_path: Path) -> None:
-    answers = [httpx.Response(500, json={"message": "boom"}), httpx.Response(201, json={"id": 9})]
-    trigger = Trigger(
-        StateStore(tmp_path / "s.json"), gitlab(lambda r: answers.pop(0)), retrain(), clock=Clock()
-    )
+    answers = [(500, {"message": "boom"}), (201, {"id": 9})]
+    backend = gitlab(lambda request: answer(request, *answers.pop(0)))
+    trigger = Trigger(StateStore(tmp_path / "s.json"), backend, retrain(), clock=Clock())
     with pytest.raises(TriggerError, match="HTTP 500"):
         trigger.evaluate(Signals(drift=True, window="w"))
     assert trigger.evaluate(Signals(drift=True, window="w")).action == "triggered"
@@ -146,3 +180,21 @@ def test_a_failed_trigger_call_keeps_the_drift_report_and_metrics(
     assert report["drift"]["detected"] is True
     assert report["retrain"]["action"] == "error" and "GitLab trigger" in report["retrain"]["why"]
     assert "drift" in (out / "drift.prom").read_text()
+
+
+def test_a_server_that_never_answers_does_not_hang_the_trigger(tmp_path: Path) -> None:
+    """hera's WorkflowsService passes no timeout of its own: the backend's session does."""
+    import socket
+    import time
+
+    from ml.monitoring.trigger import ArgoBackend, TimeoutSession
+
+    with socket.socket() as listener:  # accepts (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        backend = ArgoBackend(url, "ns", "t", "p", session=TimeoutSession(read_s=0.5))
+        started = time.monotonic()
+        with pytest.raises(SubmitOutcomeUnknown, match="Argo submit"):
+            backend.submit(["drift"], "k", 0.0)
+        assert time.monotonic() - started < 5

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.manifests import metrics
+from scripts.manifests import metric_refs
 from scripts.manifests.vocabulary import REPO_ROOT, Obj, TargetResult
 from scripts.manifests.render import discover_targets
 from scripts.manifests.validate import Checks, validate_all
@@ -17,7 +17,7 @@ CORPUS = Path(__file__).parent / "corpus"
 @pytest.fixture(scope="session")
 def contract_metrics() -> set[str]:
     """Metric names of docs/CONTRACTS.md as a text exposition (the live check is separate)."""
-    return metrics.exported_metric_names(metrics.contract_exposition())
+    return metric_refs.exported_metric_names(metric_refs.contract_exposition())
 
 
 @pytest.fixture(scope="session")

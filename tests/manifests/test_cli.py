@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.manifests import cli, metrics, render_overlay
+from scripts.manifests import cli, metric_refs, render_overlay
 from scripts.manifests.vocabulary import REPO_ROOT
 
 STAGING = str(REPO_ROOT / "apps/digits-classifier/overlays/staging")
@@ -18,7 +18,7 @@ BROKEN = str(REPO_ROOT / "tests/manifests/corpus/privileged-pod")
 @pytest.fixture(scope="module")
 def exposition(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("metrics") / "metrics.txt"
-    path.write_text(metrics.contract_exposition())
+    path.write_text(metric_refs.contract_exposition())
     return path
 
 
@@ -77,14 +77,14 @@ def test_require_live_refuses_a_file(exposition: Path, capsys: pytest.CaptureFix
 
 
 def test_auto_metrics_source_falls_back_to_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "service_available", lambda root=REPO_ROOT: False)
+    monkeypatch.setattr(metric_refs, "service_available", lambda root=REPO_ROOT: False)
     args = cli.build_parser().parse_args(["validate"])
     names, source, live = cli.resolve_metrics(args)
     assert "inference_requests_total" in names and not live and "NOT live" in source
 
 
 def test_metrics_url_is_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "fetch_exposition", lambda url: "# TYPE x_total counter\n")
+    monkeypatch.setattr(metric_refs, "fetch_exposition", lambda url: "# TYPE x_total counter\n")
     args = cli.build_parser().parse_args(
         ["validate", "--metrics-url", "http://127.0.0.1:1/metrics"]
     )

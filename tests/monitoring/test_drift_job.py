@@ -208,10 +208,11 @@ def test_trigger_cli_validates_accuracy_and_reads_token_files(
     assert main([*base, "--current-accuracy", "0.9"], env={}) == 1
     assert "positive --baseline-accuracy" in capsys.readouterr().err
     (tmp_path / "token").write_text("file-token\n")
-    fake_http.routes["GET /api/v1/workflows/ns"] = lambda r: (200, {"items": None})
+    # the Argo Server's shapes: a list has metadata (items null when empty), a workflow a spec
+    fake_http.routes["GET /api/v1/workflows/ns"] = lambda r: (200, {"metadata": {}, "items": None})
     fake_http.routes["POST /api/v1/workflows/ns/submit"] = lambda r: (
         200,
-        {"metadata": {"name": "training-abc"}},
+        {"metadata": {"name": "training-abc"}, "spec": {}},
     )
     argo = ["--backend", "argo", "--argo-server", fake_http.url]
     argo += ["--argo-token-file", str(tmp_path / "token")]

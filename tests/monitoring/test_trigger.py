@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from ml.config import RetrainParams, load_params
@@ -61,16 +60,17 @@ class ArgoServer:
     def _submit(self, request: Recorded) -> tuple[int, Any]:
         self.submitted += 1
         self.running = True
-        return 200, {"metadata": {"name": f"training-{self.submitted}", "namespace": "ml-prod"}}
+        name = f"training-{self.submitted}"
+        return 200, {"metadata": {"name": name, "namespace": "ml-prod"}, "spec": {}}
 
     def _list(self, request: Recorded) -> tuple[int, Any]:
         # Argo answers `items: null` for an empty list
-        return 200, {"items": [{"metadata": {"name": "x"}}] if self.running else None}
+        items = [{"metadata": {"name": "x"}, "spec": {}}] if self.running else None
+        return 200, {"metadata": {"resourceVersion": "1"}, "items": items}
 
 
 def argo_trigger(fake: FakeHTTP, state: Path, clock: FakeClock, **kwargs: Any) -> Trigger:
-    client = httpx.Client(timeout=5)
-    backend = ArgoBackend(client, fake.url, "ml-prod", "digits-training", "dvc-training", "tok")
+    backend = ArgoBackend(fake.url, "ml-prod", "digits-training", "dvc-training", "tok")
     return Trigger(StateStore(state), backend, params(), clock=clock, **kwargs)
 
 
@@ -200,7 +200,6 @@ def test_gitlab_trigger_api_form_and_status_polling(fake_http: FakeHTTP, tmp_pat
 
     def trigger() -> Trigger:
         backend = GitLabBackend(
-            httpx.Client(timeout=5),
             f"{fake_http.url}/api/v4",
             "mlops/gitops",
             "trigger-secret",
@@ -213,10 +212,12 @@ def test_gitlab_trigger_api_form_and_status_polling(fake_http: FakeHTTP, tmp_pat
     assert first.action == "triggered" and first.reasons == ("performance",)
     assert first.run is not None and first.run.url == "https://gitlab.example.com/p/4711"
     (posted,) = fake_http.calls("POST", "/api/v4/projects/mlops%2Fgitops/trigger/pipeline")
-    form = posted.form()
-    assert form["token"] == "trigger-secret" and form["ref"] == "main"
-    assert form["variables[RETRAIN_REASON]"] == "performance"
-    assert form["variables[RETRAIN_KEY]"] == first.key
+    sent = posted.json()  # python-gitlab sends JSON; the API takes variables as an object
+    assert sent["token"] == "trigger-secret" and sent["ref"] == "main"
+    assert sent["variables"]["RETRAIN_REASON"] == "performance"
+    assert sent["variables"]["RETRAIN_KEY"] == first.key
+    # the trigger token authenticates the trigger alone: the read token is not sent with it
+    assert "private-token" not in posted.headers
     clock.advance(hours=30)  # past the cool-down, but GitLab still runs it
     second = trigger().evaluate(Signals(new_rows=900, window="b"))
     assert second.action == "skipped" and second.why.startswith("in flight")
@@ -234,7 +235,7 @@ def test_without_a_read_token_a_run_is_presumed_running_until_max_run_hours(
     retrain = params(cooldown_hours=0.0, max_run_hours=12.0)
 
     def evaluate(window: str) -> str:
-        backend = GitLabBackend(httpx.Client(), f"{fake_http.url}/api/v4", "mlops/gitops", "t")
+        backend = GitLabBackend(f"{fake_http.url}/api/v4", "mlops/gitops", "t")
         trigger = Trigger(StateStore(state), backend, retrain, clock=clock)
         return trigger.evaluate(Signals(drift=True, window=window)).action
 
@@ -259,7 +260,7 @@ def test_backend_failures_name_the_endpoint_and_record_no_run(
     fake_http: FakeHTTP, tmp_path: Path, status: int, body: Any, fragment: str
 ) -> None:
     fake_http.routes[GITLAB_TRIGGER] = lambda r: (status, body)
-    backend = GitLabBackend(httpx.Client(), f"{fake_http.url}/api/v4", "mlops/gitops", "t")
+    backend = GitLabBackend(f"{fake_http.url}/api/v4", "mlops/gitops", "t")
     trigger = Trigger(StateStore(tmp_path / "s.json"), backend, params(), clock=FakeClock())
     with pytest.raises(TriggerError, match="GitLab trigger at .*mlops%2Fgitops") as error:
         trigger.evaluate(Signals(drift=True))
@@ -271,13 +272,12 @@ def test_backend_failures_name_the_endpoint_and_record_no_run(
 
 def test_unreachable_backends_raise_trigger_errors(tmp_path: Path) -> None:
     dead = "http://127.0.0.1:9"  # discard port: connection refused
-    client = httpx.Client(timeout=2)
-    argo = ArgoBackend(client, dead, "ns", "t", "p")
+    argo = ArgoBackend(dead, "ns", "t", "p")
     with pytest.raises(TriggerError, match="Argo workflow list"):
         argo.running(None)
     with pytest.raises(TriggerError, match="Argo submit"):
         argo.submit(["drift"], "k", 0.0)
-    gitlab = GitLabBackend(client, dead, "1", "t", read_token="r")
+    gitlab = GitLabBackend(f"{dead}/api/v4", "1", "t", read_token="r")
     with pytest.raises(TriggerError, match="GitLab trigger"):
         gitlab.submit(["drift"], "k", 0.0)
     run = Run("gitlab", "5", "", 0.0, ("drift",), "k")

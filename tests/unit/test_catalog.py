@@ -107,7 +107,7 @@ BOTH = ["digits", "breast-cancer"]
         (["ml/stages/train.py"], BOTH, BOTH),
         (["params.yaml"], BOTH, BOTH),
         (["rollouts/analysis/x.yaml"], [], BOTH),
-        (["scripts/report.py"], [], BOTH),
+        (["scripts/mr_report.py"], [], BOTH),
         (["README.md", "docs/MODELS.md", "models/digits/NOTES.md", "ml/README.md"], [], []),
         (["tests/unit/test_config.py", "clusters/staging/root.yaml"], [], []),
     ],

@@ -14,7 +14,7 @@ import yaml
 from hera.workflows import models as m
 
 from ml.catalog import ModelEntry, load_catalog
-from ml.workflows.compile import (
+from scripts.workflows.compile import (
     GPU_STAGES,
     WorkflowError,
     build_template,
@@ -22,7 +22,7 @@ from ml.workflows.compile import (
     stage_edges,
     stage_script,
 )
-from ml.workflows.generate import COMPONENT, expected_files, main, stale
+from scripts.workflows.generate import COMPONENT, expected_files, main, stale
 from tests.conftest import REPO, VENV_BIN
 
 EXTRA_TASKS = {"checkout", "propose"}

@@ -15,10 +15,10 @@ import yaml
 
 from ml.catalog import ModelEntry, load_catalog
 from ml.config import load_params, resolved_params
-from ml.monitoring.dashboard import dashboard, queries, variable_metrics
+from scripts.workflows.dashboard import dashboard, queries, variable_metrics
 from ml.monitoring.metrics import exposition
 from ml.serving.model import LoadedModel
-from scripts.manifests.metrics import (
+from scripts.manifests.metric_refs import (
     PLATFORM_METRICS,
     check_metrics,
     exported_metric_names,

@@ -52,13 +52,13 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void a_merge_request_that_trains_reports_after_the_rehearsal() {
         def m = build(MR_TRAINING)
-        assert commands(m) == ['make ci-plan', 'make lint', 'make tests', 'make ci-train',
+        assert commands(m) == ['make ci-plan', 'make test', 'make ci-train',
                                'make manifests-ci', 'make kubeconform', 'make ci-rehearse',
                                'make perf-gate', 'make mr-report']
         assert m.shells.find { it.command == 'make ci-train' }.agent == 'gpu'
         assert m.shells.find { it.command == 'make mr-report' }.env.REPO_TOKEN == 'credential:gitlab-repo-token'
         // the calls went through JenkinsPipelineUnit's interception
-        assert helper.callStack.findAll { it.methodName == 'sh' }.size() == 9
+        assert helper.callStack.findAll { it.methodName == 'sh' }.size() == 8
         assert helper.callStack.any { it.methodName == 'unstash' && it.args[0] == 'rehearsal' }
     }
 
@@ -73,12 +73,12 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void main_builds_and_scans_with_the_registry_credential_and_the_commit() {
         def m = build(MAIN)
-        assert commands(m).containsAll(['make ci-train', 'sh scripts/ci/build_image.sh serving',
-                                        'sh scripts/ci/scan_image.sh trainer', 'make ci-rehearse'])
+        assert commands(m).containsAll(['make ci-train', 'sh scripts/sh/build_image.sh serving',
+                                        'sh scripts/sh/scan_image.sh trainer', 'make ci-rehearse'])
         assert !('make mr-report' in commands(m)) && !commands(m).any { it.startsWith('make release') }
-        def build = m.shells.find { it.command == 'sh scripts/ci/build_image.sh serving' }
+        def build = m.shells.find { it.command == 'sh scripts/sh/build_image.sh serving' }
         assert build.agent == 'kaniko'
-        // what scripts/ci/ci_env.sh maps to GitLab's names (tests/ci/test_image_scripts.py)
+        // what scripts/sh/ci_env.sh maps to GitLab's names (tests/ci/test_image_scripts.py)
         assert build.env.REGISTRY_USR && build.env.REGISTRY_PSW && build.env.CI_REGISTRY
         assert build.env.GIT_COMMIT
         assert m.shells.find { it.command.contains('scan_image') }.agent == 'trivy'
@@ -87,9 +87,9 @@ class JenkinsfileTest extends BasePipelineTest {
     @Test
     void a_tag_fetches_builds_releases_in_ci_mode_and_promotes_holding_no_executor() {
         def m = build(TAG)
-        assert commands(m) == ['make ci-plan', 'make lint', 'make tests', 'make model-pull',
-                               'sh scripts/ci/build_image.sh serving', 'sh scripts/ci/build_image.sh trainer',
-                               'sh scripts/ci/scan_image.sh serving', 'sh scripts/ci/scan_image.sh trainer',
+        assert commands(m) == ['make ci-plan', 'make test', 'make model-pull',
+                               'sh scripts/sh/build_image.sh serving', 'sh scripts/sh/build_image.sh trainer',
+                               'sh scripts/sh/scan_image.sh serving', 'sh scripts/sh/scan_image.sh trainer',
                                'make manifests-ci', 'make kubeconform',
                                'make release TAG=$TAG_NAME', 'make promote TAG=$TAG_NAME']
         def release = m.shells.find { it.command.startsWith('make release') }

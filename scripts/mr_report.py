@@ -1,7 +1,8 @@
 """`make report`: the merge-request report, as markdown, built with no CML installed.
 
 One section per model whose pipeline or app changed against the target branch (the deliver set of
-scripts/models.py; every model when none changed, e.g. on main): its release gates, headline
+scripts/models.py; every model when none changed, e.g. on main): its release-gate verdict as the
+register stage recorded it (`metrics/release.json`, never decided again here), headline
 metrics and baselines against the target branch (from the real `dvc metrics diff`), the per-class
 table, the evaluation figures, the model card's evaluation and the canary rehearsal's verdict.
 Then what changed in the rendered manifests per overlay. In CI, `cml comment update
@@ -24,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ml.catalog import Catalog, ModelEntry, load_catalog
-from ml.config import load_params
-from ml.registration import GateResult, RecordError, read_best_record
+from ml.registration import (
+    GateResult,
+    RecordError,
+    ReleaseVerdict,
+    read_best_record,
+    read_release_verdict,
+)
 
 HEADLINE = [
     ("accuracy", "accuracy", True),
@@ -125,32 +131,44 @@ def metrics_table(rows: list[MetricRow]) -> str:
     return "\n".join(lines)
 
 
-def gate_results(repo: Path, entry: ModelEntry) -> tuple[list[GateResult], str]:
-    """The release gates decided on this branch's metrics (the register stage's own rule), plus
-    the latency gate where this machine measured it (its registration.local.json)."""
-    from ml.stages.register import content_gates
+def release_path(entry: ModelEntry) -> str:
+    return f"{entry.folder}/metrics/release.json"
 
-    params = load_params(repo / entry.params, repo / "params.yaml")
-    metrics = json.loads((repo / metrics_path(entry)).read_text())
-    results = content_gates(params.gates, metrics)
+
+def gate_results(repo: Path, entry: ModelEntry) -> tuple[ReleaseVerdict, list[GateResult], str]:
+    """What register recorded, never decided again here: the verdict of
+    `metrics/release.json` (refused, naming the file, when missing or malformed) and the gates
+    of the registration record (the latency gate where this machine registered the model)."""
+    try:
+        verdict = read_release_verdict(repo / release_path(entry))
+    except RecordError as exc:
+        raise SystemExit(f"report: {exc}") from None
     note = "latency: measured at registration on the registering machine; not recorded here"
     try:
         record = read_best_record(repo / entry.folder / "registration.json")
-    except RecordError:
-        record = None
-    if record is not None and record.latency is not None:
-        results.append(record.latency.gate)
+    except RecordError as exc:
+        return verdict, [], f"no gate details: {exc}"
+    if record.latency is not None:
         note = f"latency: measured over {record.latency.samples} single-row predictions here"
-    return results, note
+    return verdict, record.all_gates, note
 
 
-def gates_table(results: list[GateResult], note: str) -> tuple[str, bool]:
+def gates_table(results: list[GateResult], note: str) -> str:
     lines = ["| gate | measured | limit | result |", "| --- | ---: | ---: | --- |"]
     for r in results:
         lines.append(
             f"| {r.gate} | {r.measured:.4f} | {r.limit:g} | {'pass' if r.passed else 'FAIL'} |"
         )
-    return "\n".join(lines) + f"\n\n_{note}_", all(r.passed for r in results)
+    return "\n".join(lines) + f"\n\n_{note}_"
+
+
+def verdict_line(verdict: ReleaseVerdict, entry: ModelEntry) -> str:
+    if verdict.gates_passed:
+        said = "all release gates pass"
+    else:
+        said = f"**a release gate fails** ({verdict.failed_gates} failed)"
+    released = "released" if verdict.released else "not released"
+    return f"{said}; {released} (recorded by register in `{release_path(entry)}`)"
 
 
 def read_at(repo: Path, ref: str, path: str) -> str | None:
@@ -260,19 +278,18 @@ def changed_models(repo: Path, catalog: Catalog, base: str) -> tuple[list[ModelE
 def model_section(
     repo: Path, base: str, out: Path, entry: ModelEntry, diff: Diff
 ) -> tuple[str, bool]:
-    results, note = gate_results(repo, entry)
-    gates, passed = gates_table(results, note)
-    verdict = "all release gates pass" if passed else "**a release gate fails**"
+    verdict, results, note = gate_results(repo, entry)
     parts = [
-        f"## {entry.name} (app `{entry.app}`, `{entry.folder}`)\n\n{verdict}.",
-        "### Release gates\n\n" + gates,
+        f"## {entry.name} (app `{entry.app}`, `{entry.folder}`)\n\n"
+        f"{verdict_line(verdict, entry)}.",
+        "### Release gates\n\n" + gates_table(results, note),
         "### Metrics\n\n" + metrics_table(headline_rows(entry, diff)),
         "### Per class (test split)\n\n" + per_class_table(repo, base, entry),
         "### Figures\n\n" + figures_section(repo, out, entry),
         "### Model card\n\n" + model_card_summary(repo, entry),
         "### Canary rehearsal\n\n" + rehearsal_section(repo, entry),
     ]
-    return "\n\n".join(parts), passed
+    return "\n\n".join(parts), verdict.gates_passed
 
 
 def build_report(repo: Path, base: str, out: Path, names: str | None = None) -> tuple[str, bool]:

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scripts.manifests import metrics
+from scripts.manifests import metric_refs
 from scripts.manifests.analysis import prometheus_queries
 from scripts.manifests.vocabulary import REPO_ROOT, Obj
 
@@ -22,13 +22,15 @@ def test_promql_names_skip_functions_labels_keywords_and_templates() -> None:
         / on(pod) group_left(app) kube_pod_info
       unless count without (x) (up == 0) > bool {{args.threshold}} and vector(1)
     """
-    assert metrics.promql_metric_names(expr) == {
+    assert metric_refs.promql_metric_names(expr) == {
         "inference_request_duration_seconds_bucket",
         "kube_pod_info",
         "up",
     }
-    assert metrics.promql_metric_names('{__name__="foo_total"}') == {"foo_total"}
-    assert metrics.promql_metric_names("histogram_quantile(0.99, x_bucket) > 1e-3") == {"x_bucket"}
+    assert metric_refs.promql_metric_names('{__name__="foo_total"}') == {"foo_total"}
+    assert metric_refs.promql_metric_names("histogram_quantile(0.99, x_bucket) > 1e-3") == {
+        "x_bucket"
+    }
 
 
 def test_exposition_names_include_series_of_unobserved_families() -> None:
@@ -38,12 +40,12 @@ def test_exposition_names_include_series_of_unobserved_families() -> None:
         '# TYPE g gauge\ng{x="1"} 1\n'
         "sample_only 3\n"
     )
-    names = metrics.exported_metric_names(text)
+    names = metric_refs.exported_metric_names(text)
     assert {"a_total", "a_created", "h_bucket", "h_sum", "h_count", "g", "sample_only"} <= names
 
 
 def test_contract_exposition_lists_every_contract_metric() -> None:
-    names = metrics.exported_metric_names(metrics.contract_exposition())
+    names = metric_refs.exported_metric_names(metric_refs.contract_exposition())
     assert "inference_requests_total" in names
     assert "inference_request_duration_seconds_bucket" in names
     assert "inference_prediction_confidence_sum" in names
@@ -53,15 +55,17 @@ def test_contract_exposition_lists_every_contract_metric() -> None:
 def test_contract_exposition_fails_without_a_table(tmp_path: Path) -> None:
     (tmp_path / "c.md").write_text("no table\n")
     with pytest.raises(RuntimeError):
-        metrics.contract_exposition(tmp_path / "c.md")
+        metric_refs.contract_exposition(tmp_path / "c.md")
 
 
 def test_all_queries_use_contract_metrics(
     rendered: dict[str, list[Obj]], contract_metrics: set[str]
 ) -> None:
     objects = rendered["apps/digits-classifier/overlays/production"]
-    assert list(metrics.check_metrics(objects, contract_metrics)) == []
-    used = set().union(*(metrics.promql_metric_names(q) for _, _, q in prometheus_queries(objects)))
+    assert list(metric_refs.check_metrics(objects, contract_metrics)) == []
+    used = set().union(
+        *(metric_refs.promql_metric_names(q) for _, _, q in prometheus_queries(objects))
+    )
     assert used >= {"inference_successes_total", "inference_requests_total"}
 
 
@@ -69,7 +73,9 @@ def test_unknown_metrics_are_named(
     rendered: dict[str, list[Obj]], contract_metrics: set[str]
 ) -> None:
     objects = rendered["apps/digits-classifier/overlays/staging"]
-    findings = list(metrics.check_metrics(objects, contract_metrics - {"inference_requests_total"}))
+    findings = list(
+        metric_refs.check_metrics(objects, contract_metrics - {"inference_requests_total"})
+    )
     assert findings
     assert all("inference_requests_total" in f.message for f in findings)
     kinds = {str((f.obj or {}).get("kind")) for f in findings}
@@ -106,20 +112,20 @@ def test_live_service_exports_every_queried_metric(
     tmp_path: Path, rendered: dict[str, list[Obj]]
 ) -> None:
     """Start the real `python -m ml.serving` on a tiny model and check against its /metrics."""
-    assert metrics.service_available(), "ml/serving/__main__.py is missing"
-    exposition = metrics.serve_and_fetch(_tiny_model(tmp_path / "model.onnx"))
-    live = metrics.exported_metric_names(exposition)
+    assert metric_refs.service_available(), "ml/serving/__main__.py is missing"
+    exposition = metric_refs.serve_and_fetch(_tiny_model(tmp_path / "model.onnx"))
+    live = metric_refs.exported_metric_names(exposition)
     for target, objects in rendered.items():
-        problems = [f"{f.field}: {f.message}" for f in metrics.check_metrics(objects, live)]
+        problems = [f"{f.field}: {f.message}" for f in metric_refs.check_metrics(objects, live)]
         assert problems == [], target
 
 
 def test_serve_reports_a_service_that_dies(tmp_path: Path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(RuntimeError, match="ml.serving"):
-        metrics.serve_and_fetch(tmp_path / "bad.onnx", timeout=30)
+        metric_refs.serve_and_fetch(tmp_path / "bad.onnx", timeout=30)
 
 
 def test_service_available_looks_for_the_module(tmp_path: Path) -> None:
-    assert metrics.service_available(REPO_ROOT)
-    assert not metrics.service_available(tmp_path)
+    assert metric_refs.service_available(REPO_ROOT)
+    assert not metric_refs.service_available(tmp_path)
