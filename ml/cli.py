@@ -13,6 +13,13 @@ from collections.abc import Callable, Sequence
 from ml.catalog import CatalogError
 from ml.config import ParamsError
 
+SINGLE_STAGE_HINT = (
+    "(run alone, e.g. `dvc repro -s`, this stage skipped the check stage and DVC removed its"
+    " outputs before it ran: after fixing the params, `git checkout` the files `git status`"
+    " lists as deleted and `dvc checkout <the model's dvc.yaml>` restores the rest, byte for"
+    " byte; docs/PIPELINE.md)"
+)
+
 
 class StageError(RuntimeError):
     """A stage cannot do its work because of its input; the message says what and where."""
@@ -43,7 +50,13 @@ def run_stage(
     """Run a stage body; known failures print `<stage>: error: ...` and return 1, no traceback."""
     try:
         body(argv)
-    except (StageError, ParamsError, CatalogError) as error:
+    except ParamsError as error:
+        # the check stage refuses bad params before DVC removes anything; a stage that meets
+        # them itself was started alone (`dvc repro -s`), after DVC had removed its outputs
+        hint = "" if name == "check" else f"\n{SINGLE_STAGE_HINT}"
+        print(f"{name}: error: {error}{hint}", file=sys.stderr)
+        return 1
+    except (StageError, CatalogError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

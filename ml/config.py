@@ -47,6 +47,9 @@ class DataParams(_Strict):
     test_size: Fraction
     val_size: Fraction
     min_class_share: Annotated[float, Field(ge=0.0, lt=1.0)]
+    # prepare keeps one copy of identical rows; more than this share of copies is refused: a file
+    # that repeats a fifth of itself is a broken export or a join gone wrong, not data to train on
+    max_duplicate_share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> "DataParams":

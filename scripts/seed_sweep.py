@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         params, folder = load(args)
-        X, y, _ = load_rows(params, folder)  # once for all seeds
+        X, y, _, _ = load_rows(params, folder)  # once for all seeds
         results = [run_seed(params, X, y, seed) for seed in args.seeds]
     except (ParamsError, StageError, CatalogError) as error:
         print(f"seed-sweep: error: {error}", file=sys.stderr)

@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from ml.cli import StageError, run_stage, stage_parser
 from ml.config import DataParams, Params, load_params
-from ml.data import SPLITS, Split, save_split
+from ml.data import SPLITS, Split, save_lines, save_split
 from ml.io import atomic_path, sha256_arrays, write_json
 from ml.schema import ImageInput, TabularInput, TaskSpec
 
@@ -224,22 +224,34 @@ def load_source(params: Params, base: Path) -> tuple[np.ndarray, np.ndarray]:
     raise StageError(f"{path}: unsupported data file type {suffix!r} (use .csv, .parquet or .npz)")
 
 
-def load_rows(params: Params, base: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """The source's rows ready to split: (X, y, duplicates removed); too few rows is an error."""
+def source_lines(source: str, rows: int) -> tuple[str, np.ndarray]:
+    """Where each loaded row sits in the source, as messages name it: ("line", CSV line numbers)
+    for a CSV, else ("row", 1-based row numbers). Carried through the split (`LINES_FILE`) so a
+    later check names the source line, not a position inside a split."""
+    if source.lower().endswith(".csv"):
+        return "line", np.arange(rows, dtype=np.int64) + 2
+    return "row", np.arange(rows, dtype=np.int64) + 1
+
+
+def load_rows(params: Params, base: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The source's rows ready to split: (X, y, each row's source line, duplicates removed); too
+    few rows is an error."""
     X, y = load_source(params, base)
     if len(y) < 10:
         raise StageError(f"{params.data.source}: only {len(y)} rows; need at least 10 to split")
     source = params.data.source
-    where = (lambda i: f"line {_csv_line(i)}") if source.lower().endswith(".csv") else _row
-    return drop_duplicate_rows(X, y, source, where)
+    unit, lines = source_lines(source, len(y))
+    keep = unique_rows(X, y, source, lambda i: f"{unit} {lines[i]}", params.data)
+    return X[keep], y[keep], lines[keep], len(y) - len(keep)
 
 
-def drop_duplicate_rows(
-    X: np.ndarray, y: np.ndarray, source: str = "data", where: Any = _row
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep the first copy of each identical row so no row can land in two splits, and say so:
-    the count, the share and where the first copies are. Identical features with different
-    labels are an error: which label is right cannot be decided here."""
+def unique_rows(
+    X: np.ndarray, y: np.ndarray, source: str, where: Any, data: DataParams
+) -> np.ndarray:
+    """The indices of the first copy of each identical row (so no row can land in two splits),
+    and say what was dropped: the count, the share and where the copies are. Identical features
+    with different labels are an error (which label is right cannot be decided here), and so is
+    a share of copies above `data.max_duplicate_share`."""
     _, first, inverse, counts = np.unique(
         X, axis=0, return_index=True, return_inverse=True, return_counts=True
     )
@@ -265,15 +277,24 @@ def drop_duplicate_rows(
     if removed:
         repeats = np.setdiff1d(np.arange(len(X)), keep)
         shown = ", ".join(where(int(i)) for i in repeats[:5])
-        print(
-            f"prepare: warning: {source}: {removed} duplicate row(s) ({removed / len(X):.1%} of"
-            f" {len(X)}) kept once: {shown}{', ...' if removed > 5 else ''} repeat earlier rows"
+        share = removed / len(X)
+        found = (
+            f"{source}: {removed} duplicate row(s) ({share:.1%} of {len(X)}): {shown}"
+            f"{', ...' if removed > 5 else ''} repeat earlier rows"
         )
-    return X[keep], y[keep], removed
+        if share > data.max_duplicate_share:
+            raise StageError(
+                f"{found}; more than data.max_duplicate_share {data.max_duplicate_share:.1%}:"
+                " a broken export or join, or rows that would leak between the splits. Remove"
+                " the copies, or raise data.max_duplicate_share if they are genuine"
+            )
+        print(f"prepare: warning: {found}; each kept once")
+    return keep
 
 
-def split_data(X: np.ndarray, y: np.ndarray, data: DataParams, seed: int) -> dict[str, Split]:
-    """Deterministic split; stratified when every class has enough rows, else plain shuffled."""
+def split_indices(y: np.ndarray, data: DataParams, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic split of row indices; stratified when every class has enough rows, else
+    plain shuffled."""
     _, counts = np.unique(y, return_counts=True)
     stratify = counts.min() >= 3
     indices = np.arange(len(y))
@@ -284,7 +305,11 @@ def split_data(X: np.ndarray, y: np.ndarray, data: DataParams, seed: int) -> dic
     train, val = train_test_split(
         rest, test_size=val_share, random_state=seed, stratify=y[rest] if stratify else None
     )
-    return {name: Split(X[idx], y[idx]) for name, idx in zip(SPLITS, (train, val, test))}
+    return dict(zip(SPLITS, (train, val, test)))
+
+
+def split_data(X: np.ndarray, y: np.ndarray, data: DataParams, seed: int) -> dict[str, Split]:
+    return {name: Split(X[idx], y[idx]) for name, idx in split_indices(y, data, seed).items()}
 
 
 def _main(argv: Sequence[str] | None) -> None:
@@ -294,13 +319,16 @@ def _main(argv: Sequence[str] | None) -> None:
     )
     args = parser.parse_args(argv)
     params = load_params(args.params, args.shared_params)
-    X, y, duplicates = load_rows(params, Path(args.params).resolve().parent)
-    splits = split_data(X, y, params.data, params.seed)
+    X, y, lines, duplicates = load_rows(params, Path(args.params).resolve().parent)
+    indices = split_indices(y, params.data, params.seed)
+    splits = {name: Split(X[idx], y[idx]) for name, idx in indices.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
         with atomic_path(out / f"{name}.npz") as tmp:
             save_split(tmp, split)
+    unit = source_lines(params.data.source, 0)[0]
+    save_lines(out, params.data.source, unit, {n: lines[idx] for n, idx in indices.items()})
     meta: dict[str, Any] = {
         "source": params.data.source,
         "rows": int(len(y)),

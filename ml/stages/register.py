@@ -7,9 +7,10 @@ exits non-zero, registers nothing and leaves the alias where it was.
 
 When all pass, the registry gets the model once per content: a version whose `onnx_sha256` tag
 equals this file's is reused (a re-run, a fresh clone, an interrupted run) instead of adding a
-duplicate; otherwise the ONNX model is logged with the MLflow onnx flavour and a signature (so
-`mlflow models serve` checks and casts `inputs` requests; see `onnx_signature`) into the run,
-then registered with its tags in one call (one database transaction: no version can exist
+duplicate; otherwise the ONNX file is logged into the run as our pyfunc model (ml/mlflow_model.py:
+onnxruntime over that very file, a column per input feature in its signature, so
+`mlflow models serve` answers `dataframe_split` requests with labels and probabilities), then
+registered with its tags in one call (one database transaction: no version can exist
 without the `onnx_sha256` tag that finds it again). Then the alias moves. Ctrl-C or SIGTERM
 during that section is held until it completes (the stage then exits 130 and DVC records
 nothing); a harder kill leaves either no version or a fully tagged one, and the next `dvc repro`
@@ -165,26 +166,6 @@ def interrupts_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def onnx_signature(features: int, classes: int) -> Any:
-    """The served graph's tensors. MLflow checks `inputs`/`instances` requests against it and
-    casts them to float32 (integers included). A `dataframe_split` request passes the check too,
-    but MLflow's ONNX flavour then flattens every output into one column of one frame, which
-    two outputs of different widths (probabilities [n, C], label [n]) cannot fit: send
-    `inputs` to `mlflow models serve`, or use the service's own endpoints."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, features), "input")]),
-        outputs=Schema(
-            [
-                TensorSpec(np.dtype(np.float32), (-1, classes), "probabilities"),
-                TensorSpec(np.dtype(np.int64), (-1,), "label"),
-            ]
-        ),
-    )
-
-
 def register_model(
     entry: ModelEntry,
     root: Path,
@@ -192,14 +173,17 @@ def register_model(
     onnx_path: Path,
     checkpoint_sha: str,
     tags: dict[str, str],
-    signature: Any = None,
+    features: list[str],
+    classes: list[str],
 ) -> tuple[str, str]:
     """Reuse the version holding this exact ONNX file or register a new one; move the alias.
     Returns (version, run id)."""
     import mlflow
-    import onnx
     import onnxruntime as ort
+    import pandas as pd
     from mlflow import MlflowClient
+
+    from ml import mlflow_model
 
     from ml.tracking import at_store_root, registered_version, start_tracking, training_run
 
@@ -209,12 +193,21 @@ def register_model(
     client = MlflowClient()
     version = registered_version(client, name, tags["onnx_sha256"])
     if version is None:
-        model = onnx.load(str(onnx_path.resolve()))
+        onnx_file = str(onnx_path.resolve())
         with at_store_root(root), mlflow.start_run(run_id=run_id):
             # explicit requirements: MLflow's own inference imports the world and costs ~5 s
-            requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"]
-            info = mlflow.onnx.log_model(
-                model, name="onnx-model", pip_requirements=requirements, signature=signature
+            requirements = [
+                f"mlflow=={mlflow.__version__}",
+                f"onnxruntime=={ort.__version__}",
+                f"pandas=={pd.__version__}",
+            ]
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=mlflow_model.__file__,  # logged as code: no pickle of our classes
+                artifacts={mlflow_model.ONNX: onnx_file},
+                model_config={mlflow_model.FEATURES: features, mlflow_model.CLASSES: classes},
+                signature=mlflow_model.signature(features, classes),
+                pip_requirements=requirements,
             )
         # the version and every tag in one call (one transaction): the onnx_sha256 tag that
         # finds it again can never be missing, whatever interrupts this process
@@ -298,7 +291,6 @@ def _main(argv: Sequence[str] | None) -> None:
         "input_schema": record.input.model_dump_json(),
         "task": record.task.model_dump_json(),
     }
-    signature = onnx_signature(params.input.feature_count, params.task.num_classes)
     with interrupts_held():
         version, run_id = register_model(
             entry,
@@ -307,7 +299,8 @@ def _main(argv: Sequence[str] | None) -> None:
             Path(args.onnx),
             sha256_file(args.model),
             tags,
-            signature,
+            params.input.feature_names(),
+            list(params.task.classes),
         )
         _write_records(args, record, entry, version, run_id, commit, latency, gates)
     print(

@@ -201,6 +201,11 @@ def _main(argv: Sequence[str] | None) -> None:
         if dvc_experiment():
             tags[EXPERIMENT_TAG] = str(dvc_experiment())
         mlflow.set_tags(tags)
+        # a sign of life before the longest step (and where a test's Ctrl-C aims)
+        print(
+            f"train: fitting on {device}, {len(train.y)} rows, up to {params.train.epochs} epochs",
+            flush=True,
+        )
         model, history = fit(params, train, val, device)
         for r in history:
             mlflow.log_metrics(

@@ -2,9 +2,11 @@
 any training; every violation is listed at once.
 
 Checks shape (the schema's feature count), dtype, per-feature value ranges, the label set, NaN/inf,
-rows shared between splits (leakage) and class balance. On success it writes the JSON report the
-train stage depends on; on any violation it exits non-zero and removes a stale report, so no
-downstream stage can run on bad data.
+rows shared between splits (leakage) and class balance. Rows are named by their line in the source
+(`<source>:<line>: <field>: <count> row(s) ...: lines a, b, c`, from prepare's lines.json), not by
+a position inside a split. On success it writes the JSON report the train stage depends on; on
+any violation it exits non-zero and removes a stale report, so no downstream stage can run on bad
+data.
 """
 
 from __future__ import annotations
@@ -17,37 +19,62 @@ import numpy as np
 
 from ml.cli import StageError, run_stage, stage_parser
 from ml.config import Params, load_params
-from ml.data import SPLITS, Split, load_splits
+from ml.data import SPLITS, SourceLines, Split, load_lines, load_splits
 from ml.io import read_json, write_json
 
 
-def _out_of_range(name: str, X: np.ndarray, params: Params) -> list[str]:
+def _listed(problems: list[str], more: int, what: str) -> list[str]:
+    return problems + ([f"... and {more} more feature(s) with {what}"] if more > 0 else [])
+
+
+def check_rows(
+    X: np.ndarray, y: np.ndarray, lines: np.ndarray, where: SourceLines, params: Params
+) -> list[str]:
+    """Row-level checks (NaN/inf, declared ranges, labels) over rows from one source, each named
+    `<source>:<line>: <field>: <count> row(s) ...: lines a, b, c`, first offending line first."""
+    order = np.argsort(lines, kind="stable")
+    X, y, lines = X[order], y[order], lines[order]
+    names = params.input.feature_names()
     low, high = params.input.bounds()
     finite = np.isfinite(X)
-    below = finite & (X < low)
-    above = finite & (X > high)
-    bad = np.flatnonzero((below | above).any(axis=0))
-    if not len(bad):
-        return []
-    names = params.input.feature_names()
-    shown = []
-    for j in bad[:5]:
-        values = X[finite[:, j], j]
-        shown.append(
-            f"{names[j]} spans [{values.min():g}, {values.max():g}] outside"
-            f" [{low[j]:g}, {high[j]:g}]"
+    problems: list[str] = []
+    nonfinite = np.flatnonzero((~finite).any(axis=0))
+    for j in nonfinite[:5]:
+        rows = lines[~finite[:, j]]
+        problems.append(
+            f"{where.at(rows[0])}: {names[j]}: {len(rows)} row(s) with NaN or inf:"
+            f" {where.where(rows)}"
         )
-    more = f" and {len(bad) - 5} more feature(s)" if len(bad) > 5 else ""
-    outside = (below | above).any(axis=1)
-    rows, values = int(outside.sum()), int((below | above).sum())
-    first = np.flatnonzero(outside)[:5].tolist()
-    return [
-        f"{name}: {values} value(s) in {rows} row(s) out of the declared input range:"
-        f" {'; '.join(shown)}{more}; first rows of the {name} split: {first}"
-    ]
+    problems = _listed(problems, len(nonfinite) - 5, "NaN or inf")
+    outside = finite & ((X < low) | (X > high))
+    ranged = np.flatnonzero(outside.any(axis=0))
+    found: list[str] = []
+    for j in ranged[:5]:
+        rows, values = lines[outside[:, j]], X[outside[:, j], j]
+        seen = (
+            f"value {values[0]:g}"
+            if values.min() == values.max()
+            else f"values {values.min():g} to {values.max():g}"
+        )
+        found.append(
+            f"{where.at(rows[0])}: {names[j]}: {len(rows)} row(s) outside the declared range"
+            f" [{low[j]:g}, {high[j]:g}] ({seen}): {where.where(rows)}"
+        )
+    problems += _listed(found, len(ranged) - 5, "values out of range")
+    classes = params.task.num_classes
+    unknown = (y < 0) | (y >= classes)
+    if unknown.any():
+        rows = lines[unknown]
+        problems.append(
+            f"{where.at(rows[0])}: {params.data.label_column}: {len(rows)} row(s) with labels"
+            f" {sorted(set(y[unknown].tolist()))[:10]} outside 0..{classes - 1}"
+            f" (task.classes): {where.where(rows)}"
+        )
+    return problems
 
 
 def check_split(name: str, split: Split, params: Params) -> list[str]:
+    """Split-level checks: shape, dtypes, emptiness and class balance."""
     X, y = split.X, split.y
     features, classes = params.input.feature_count, params.task.num_classes
     problems: list[str] = []
@@ -61,25 +88,6 @@ def check_split(name: str, split: Split, params: Params) -> list[str]:
         problems.append(f"{name}: y dtype is {y.dtype}, expected int64")
     if len(y) == 0:
         return problems + [f"{name}: split is empty"]
-    finite = np.isfinite(X)
-    if not finite.all():
-        rows = np.unique(np.nonzero(~finite)[0])
-        columns = np.flatnonzero((~finite).any(axis=0))
-        names = params.input.feature_names()
-        shown = ", ".join(repr(names[j]) for j in columns[:5])
-        problems.append(
-            f"{name}: {int((~finite).sum())} NaN/inf value(s) in {len(rows)} row(s) and"
-            f" {len(columns)} feature(s) ({shown}{', ...' if len(columns) > 5 else ''});"
-            f" first rows of the {name} split: {rows[:5].tolist()}"
-        )
-    problems += _out_of_range(name, X, params)
-    unknown = sorted(set(np.unique(y).tolist()) - set(range(classes)))
-    if unknown:
-        count = int(np.isin(y, unknown).sum())
-        problems.append(
-            f"{name}: {count} row(s) with unknown labels {unknown[:10]} (expected"
-            f" 0..{classes - 1}, task.classes)"
-        )
     counts = np.bincount(np.clip(y, 0, classes - 1), minlength=classes)
     share = params.data.min_class_share
     thin = [params.task.classes[c] for c in range(classes) if counts[c] < share * len(y)]
@@ -90,26 +98,59 @@ def check_split(name: str, split: Split, params: Params) -> list[str]:
     return problems
 
 
-def check_leakage(splits: dict[str, Split]) -> list[str]:
+def _sources(
+    splits: dict[str, Split], lines: SourceLines | None, data: str
+) -> list[tuple[SourceLines, list[str]]]:
+    """Who names the rows of which splits: the source's lines for all of them when prepare
+    recorded them, else each split file by its own row numbers."""
+    if lines is not None:
+        return [(lines, list(splits))]
+    return [
+        (SourceLines(f"{data}/{n}.npz", "row", {n: np.arange(len(s.y)) + 1}), [n])
+        for n, s in splits.items()
+    ]
+
+
+def check_leakage(splits: dict[str, Split], lines: SourceLines | None = None) -> list[str]:
     """A row present in two splits inflates the test score; report each pair of splits."""
     problems: list[str] = []
     rows = {
-        name: {row.tobytes() for row in split.X}
+        name: [row.tobytes() for row in split.X]
         for name, split in splits.items()
         if split.X.ndim == 2
     }
     names = [name for name in SPLITS if name in rows]
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            shared = len(rows[first] & rows[second])
-            if shared:
-                problems.append(f"leakage: {shared} row(s) appear in both {first} and {second}")
+            earlier = set(rows[first])
+            shared = np.flatnonzero([row in earlier for row in rows[second]])
+            if not len(shared):
+                continue
+            where = f" ({second}: {lines.where(lines.splits[second][shared])})" if lines else ""
+            problems.append(
+                f"leakage: {len(shared)} row(s) appear in both {first} and {second}{where}"
+            )
     return problems
 
 
-def validate_splits(splits: dict[str, Split], params: Params) -> tuple[list[str], dict[str, Any]]:
+def validate_splits(
+    splits: dict[str, Split], params: Params, lines: SourceLines | None = None, data: str = "data"
+) -> tuple[list[str], dict[str, Any]]:
     problems = [p for name, split in splits.items() for p in check_split(name, split, params)]
-    problems += check_leakage(splits)
+    shaped = {
+        n: s
+        for n, s in splits.items()
+        if s.X.ndim == 2 and s.X.shape[1] == params.input.feature_count and s.y.shape == (len(s.X),)
+    }
+    for where, names in _sources(shaped, lines if len(shaped) == len(splits) else None, data):
+        problems += check_rows(
+            np.concatenate([shaped[n].X for n in names]),
+            np.concatenate([shaped[n].y for n in names]),
+            np.concatenate([where.splits[n] for n in names]),
+            where,
+            params,
+        )
+    problems += check_leakage(splits, lines)
     classes = params.task.num_classes
     summary = {
         name: {
@@ -131,7 +172,8 @@ def _main(argv: Sequence[str] | None) -> None:
     params = load_params(args.params, args.shared_params)
     report = Path(args.report)
     report.unlink(missing_ok=True)  # a stale success report must not outlive a failing check
-    problems, summary = validate_splits(load_splits(args.data), params)
+    splits = load_splits(args.data)
+    problems, summary = validate_splits(splits, params, load_lines(args.data, splits), args.data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         try:  # name the data the splits came from (prepare's meta.json)

@@ -157,7 +157,8 @@ def test_bad_registry_uris(uri: str) -> None:
 def test_registry_uris_resolve_through_mlflow(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Register like the pipeline's register stage (mlflow.onnx.log_model + alias), then serve."""
+    """Register an ONNX-flavour version (as the pipeline did before its pyfunc; the pyfunc's
+    version is fetched in tests/unit/test_registry_promises.py) + alias, then serve."""
     import mlflow
     import onnx
     from mlflow import MlflowClient

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ml.config import load_params
-from ml.data import load_splits
+from ml.data import load_lines, load_splits
 from ml.io import read_json
 from ml.stages import prepare
 from tests.conftest import REPO
@@ -91,7 +91,7 @@ def test_npz_source_with_image_shape(workdir: Path) -> None:
 def test_duplicates_are_dropped(workdir: Path) -> None:
     frame = digits_frame(100)
     pd.concat([frame, frame.iloc[:10]]).to_csv(workdir / "dup.csv", index=False)
-    assert run_prepare(workdir, "dup.csv") == 0
+    assert run_prepare(workdir, "dup.csv", data__max_duplicate_share=0.1) == 0
     assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 10
 
 
@@ -236,11 +236,48 @@ def test_duplicates_are_reported_with_count_share_and_lines(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     frame = digits_frame(100)
-    pd.concat([frame, frame.iloc[:25]]).to_csv(workdir / "leak.csv", index=False)
+    pd.concat([frame, frame.iloc[:4]]).to_csv(workdir / "leak.csv", index=False)
     assert run_prepare(workdir, "leak.csv") == 0
     out = capsys.readouterr().out
-    assert "25 duplicate row(s) (20.0% of 125) kept once: line 102, line 103" in out
-    assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 25
+    assert "4 duplicate row(s) (3.8% of 104): line 102, line 103, line 104, line 105" in out
+    assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 4
+
+
+def test_a_duplicate_share_above_the_limit_is_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: an 18% leak of copied rows used to pass with a warning."""
+    frame = digits_frame(100)
+    pd.concat([frame, frame.iloc[:22]]).to_csv(workdir / "leak.csv", index=False)
+    assert run_prepare(workdir, "leak.csv") == 1
+    err = capsys.readouterr().err
+    assert (
+        "leak.csv: 22 duplicate row(s) (18.0% of 122): line 102, line 103, line 104, line 105,"
+        " line 106, ... repeat earlier rows; more than data.max_duplicate_share 5.0%"
+    ) in err
+    assert not (workdir / "prepared").exists()
+    # a genuine repeat rate is a params decision, not a code change
+    assert run_prepare(workdir, "leak.csv", data__max_duplicate_share=0.2) == 0
+    assert read_json(workdir / "prepared" / "meta.json")["duplicates_removed"] == 22
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0, "5%"])
+def test_the_duplicate_limit_is_a_typed_fraction(workdir: Path, share: object) -> None:
+    write_params(workdir, "digits", data__max_duplicate_share=share)
+    with pytest.raises(ValueError, match="data.max_duplicate_share"):
+        load_params(workdir / "params.yaml", workdir.parent.parent / "params.yaml")
+
+
+def test_prepare_records_each_rows_source_line(workdir: Path) -> None:
+    frame = digits_frame(100)
+    frame.to_csv(workdir / "mine.csv", index=False)
+    assert run_prepare(workdir, "mine.csv") == 0
+    splits = load_splits(workdir / "prepared")
+    lines = load_lines(workdir / "prepared", splits)
+    assert lines is not None and lines.source == "mine.csv" and lines.unit == "line"
+    X = frame.drop(columns=["label"]).to_numpy(np.float32)
+    for name, split in splits.items():
+        assert np.array_equal(split.X, X[lines.splits[name] - 2])
 
 
 def test_identical_images_with_different_labels_are_an_error(

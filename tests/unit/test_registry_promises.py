@@ -1,7 +1,7 @@
 """Issue 18, the MLflow side, with the real MLflow: the store holds no absolute path (a moved
 workspace writes into its own folder), an interrupted register never leaves a half-tagged
 version nor causes a duplicate, Ctrl-C is held through the registry section, and the registered
-model carries a signature so `dataframe_split` requests work."""
+model is our pyfunc over the ONNX file, so `mlflow models serve` answers `dataframe_split`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -20,11 +21,14 @@ from mlflow import MlflowClient
 from onnx import TensorProto, helper
 
 from ml.catalog import load_catalog
+from ml.serving.registry import fetch_registered_model
 from ml.stages import register
 from ml.tracking import at_store_root, tracking_uri
 from tests.conftest import REPO
 
-FEATURES, CLASSES = 3, 2
+FEATURES, CLASSES = 3, 3
+NAMES = ["radius", "texture", "area"]  # the input schema's feature names
+KINDS = ["benign", "malignant", "unsure"]
 
 
 def tiny_onnx(path: Path) -> str:
@@ -41,7 +45,7 @@ def tiny_onnx(path: Path) -> str:
             helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
         ],
     )
-    # Softmax over 3 inputs gives 3 columns: slice to CLASSES is not needed for these checks
+    # Softmax over the 3 inputs gives the 3 class columns
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -67,7 +71,8 @@ def _register(root: Path, onnx_path: Path, sha: str) -> tuple[str, str]:
         onnx_path,
         "c" * 64,
         {"onnx_sha256": sha, "git_commit": "abc"},
-        register.onnx_signature(FEATURES, FEATURES),
+        NAMES,
+        KINDS,
     )
 
 
@@ -154,21 +159,103 @@ def test_ctrl_c_is_held_until_the_registry_section_completes() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_the_registered_model_answers_integer_inputs_through_its_signature(repo: Path) -> None:
-    """What `mlflow models serve` does with a request of integers, in process: without a
-    signature onnxruntime refused the int64 batch."""
+SPLIT = {"dataframe_split": {"columns": NAMES, "data": [[1, 2, 3], [3.5, 2, 1]]}}
+
+
+def _check_answer(predictions: list[dict[str, Any]]) -> None:
+    """Two rows of label, class and one probability per class, as the ONNX graph computes them."""
+    assert [p["label"] for p in predictions] == [2, 0]
+    assert [p["class"] for p in predictions] == ["unsure", "benign"]
+    assert sorted(predictions[0]) == sorted(
+        ["label", "class", *(f"probability_{k}" for k in KINDS)]
+    )
+    assert abs(sum(float(predictions[1][f"probability_{k}"]) for k in KINDS) - 1) < 1e-5
+
+
+def test_the_registered_model_answers_dataframe_split_through_its_signature(
+    repo: Path, tmp_path: Path
+) -> None:
+    """What `mlflow models serve` does with a pandas `dataframe_split` request (integers
+    included), in process: the ONNX flavour failed it, flattening outputs of two widths."""
     import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
     from starlette.testclient import TestClient
 
-    sha = tiny_onnx(repo / "models/breast-cancer/model.onnx")
-    _register(repo, repo / "models/breast-cancer/model.onnx", sha)
+    onnx_path = repo / "models/breast-cancer/model.onnx"
+    sha = tiny_onnx(onnx_path)
+    _register(repo, onnx_path, sha)
     with at_store_root(repo):
         mlflow.set_tracking_uri(tracking_uri(repo))
         model = mlflow.pyfunc.load_model("models:/breast-cancer@candidate")
-        assert model.metadata.signature is not None
+        assert model.metadata.signature.inputs.input_names() == NAMES
         client = TestClient(scoring_server.init(model))
-        body = {"inputs": [[1, 2, 3], [3, 2, 1]]}
-        reply = client.post("/invocations", json=body)
+        reply = client.post("/invocations", json=SPLIT)
+        wrong = client.post(
+            "/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}}
+        )
     assert reply.status_code == 200, reply.text
-    assert len(reply.json()["predictions"]["label"]) == 2
+    _check_answer(reply.json()["predictions"])
+    assert wrong.status_code == 400 and "radius" in wrong.text  # the schema names what it needs
+    # the version's ONNX file is the exported one, byte for byte, and the service finds it there
+    logged = list((repo / "mlartifacts").rglob("model.onnx"))
+    assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in logged] == [sha]
+    with at_store_root(repo):
+        fetched, _ = fetch_registered_model("models:/breast-cancer@candidate", tmp_path / "got")
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.e2e
+def test_mlflow_models_serve_answers_dataframe_split(repo: Path, tmp_path: Path) -> None:
+    """The real `mlflow models serve --env-manager local` of the venv, on a free loopback port,
+    against the version registered in a temporary store."""
+    import json
+    import urllib.request
+
+    from scripts.processes import ManagedProcess, free_port, wait_until
+    from scripts.repo_copy import tool_env
+
+    onnx_path = repo / "models/breast-cancer/model.onnx"
+    _register(repo, onnx_path, tiny_onnx(onnx_path))
+    port = free_port()
+    # the venv's bin first on PATH: MLflow starts `uvicorn` by name
+    env = tool_env(MLFLOW_TRACKING_URI=tracking_uri(repo))
+    serve = ManagedProcess(
+        "mlflow models serve",
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/breast-cancer@candidate",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        tmp_path / "serve.log",
+        env,
+        repo,  # MLflow resolves the store's relative artifact location from the root
+    )
+    serve.start()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, 120, f"mlflow models serve on {url}", serve)
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(SPLIT).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            _check_answer(json.loads(reply.read())["predictions"])
+    finally:
+        serve.stop(grace_seconds=10, group=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from ml.data import Split, load_splits, save_split
+from ml.data import Split, load_lines, load_splits, save_split
 from ml.stages import prepare, validate
 from tests.unit.conftest import COMMON, model_workspace
 
@@ -51,19 +52,49 @@ def test_every_violation_is_listed_and_no_report_is_left(
     )
     assert run_validate() == 1
     err = capsys.readouterr().err
+    # the splits no longer match prepare's lines.json (rows were added): each split file is
+    # named by its own row numbers instead
     for expected in (
-        # issue 18: the source, what, how many, where
-        "prepared (split from sklearn:digits): 4 violation(s)",
-        "train: 2 NaN/inf value(s) in 2 row(s) and 2 feature(s) ('px_0_0', 'px_0_5');"
-        " first rows of the train split: [3, 4]",
-        "1 value(s) in 1 row(s) out of the declared input range:"
-        " px_0_1 spans [0, 99] outside [0, 16]; first rows of the train split: [7]",
-        "1 row(s) with unknown labels [12]",
-        "both val and test",
+        "prepared (split from sklearn:digits): 5 violation(s)",
+        "prepared/train.npz row 4: px_0_5: 1 row(s) with NaN or inf: row 4",
+        "prepared/train.npz row 5: px_0_0: 1 row(s) with NaN or inf: row 5",
+        "prepared/train.npz row 8: px_0_1: 1 row(s) outside the declared range [0, 16]"
+        " (value 99): row 8",
+        "prepared/train.npz row 1: label: 1 row(s) with labels [12] outside 0..9",
+        "leakage: 2 row(s) appear in both val and test",
     ):
         assert expected in err, err
-    assert "4 violation(s)" in err
     assert not (workdir / "reports" / "validation.json").exists()
+
+
+def test_values_only_validate_catches_are_named_by_their_source_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: a corrupt value prepare lets through (a range, an infinity, an unknown numeric
+    label) is named by the source file and line, with a count, whatever split it landed in."""
+    from sklearn.datasets import load_breast_cancer
+
+    folder = model_workspace(tmp_path, "breast-cancer", data__source="mine.csv")
+    monkeypatch.chdir(folder)
+    bunch = load_breast_cancer()
+    frame = pd.DataFrame(bunch.data, columns=[str(n) for n in bunch.feature_names])
+    frame["label"] = bunch.target
+    # data row i is CSV line i + 2 (line 1 is the header)
+    frame.loc[[10, 38, 75], "mean radius"] = 1e6
+    frame.loc[200, "worst area"] = np.inf
+    frame.loc[300, "label"] = 7
+    frame.to_csv(folder / "mine.csv", index=False)
+    assert prepare.main([*COMMON, "--out", "prepared"]) == 0
+    assert run_validate() == 1
+    err = capsys.readouterr().err
+    for expected in (
+        "prepared (split from mine.csv): 3 violation(s)",
+        "mine.csv:12: mean radius: 3 row(s) outside the declared range [0, 45] (value 1e+06):"
+        " lines 12, 40, 77",
+        "mine.csv:202: worst area: 1 row(s) with NaN or inf: line 202",
+        "mine.csv:302: label: 1 row(s) with labels [7] outside 0..1 (task.classes): line 302",
+    ):
+        assert expected in err, err
 
 
 @pytest.mark.parametrize(
@@ -111,5 +142,8 @@ def test_tabular_ranges_are_checked_per_feature(
     rewrite(folder / "prepared", "test", X, split.y)
     assert run_validate() == 1
     err = capsys.readouterr().err
-    assert "test: 1 value(s) in 1 row(s) out of the declared input range: mean smoothness" in err
-    assert "outside [0, 0.25]" in err
+    line = int(load_lines(folder / "prepared", load_splits(folder / "prepared")).splits["test"][2])
+    assert (
+        f"sklearn:breast_cancer row {line}: mean smoothness: 1 row(s) outside the declared range"
+        " [0, 0.25] (value 0.9)"
+    ) in err
