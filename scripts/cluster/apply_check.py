@@ -6,7 +6,7 @@ Each object is applied on its own (server-side apply, Argo CD's field manager), 
 does not hide the next, and a refusal names the target, the object, the source file a person
 edits (scripts/manifests/sources) and the API server's own words, which name the field.
 Namespaces the targets use are created first, as Argo CD's CreateNamespace=true does; objects
-applied for real, and the namespaces this created, are deleted again unless --keep.
+applied for real are deleted again unless --keep.
 
     python -m scripts.cluster.apply_check [TARGET ...] [--dry-run-only] [--keep]
 """
@@ -92,10 +92,8 @@ def check_target(layout: Layout, target: Path, dry_run_only: bool, keep: bool) -
     namespaces = sorted(
         {o["metadata"]["namespace"] for o in objects if o.get("metadata", {}).get("namespace")}
     )
-    # only the ones this call creates are removed after it: a namespace that was there stays
-    created = [
-        ns for ns in namespaces if _kubectl(layout, "create", "namespace", ns).returncode == 0
-    ]
+    for namespace in namespaces:
+        _kubectl(layout, "create", "namespace", namespace)
     refusals: list[Refusal] = []
     # CRDs and Namespaces first, as Argo CD orders its sync (kinds a later object may need)
     ordered = sorted(
@@ -126,10 +124,6 @@ def check_target(layout: Layout, target: Path, dry_run_only: bool, keep: bool) -
     if not dry_run_only and not keep:
         text = "\n---\n".join(json.dumps(o) for o in objects)
         _kubectl(layout, "delete", "--ignore-not-found", "--wait=false", "-f", "-", stdin=text)
-    if not keep and created:
-        # left behind, a production namespace in a staging cluster reads as a deployed app
-        # (Argo CD's project tests then find a namespace no sync made)
-        _kubectl(layout, "delete", "namespace", "--ignore-not-found", "--wait=false", *created)
     return refusals
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
 
 from scripts.cluster.apply_check import check_target
 from scripts.cluster.control_plane import Layout
@@ -45,31 +44,3 @@ def test_a_refusal_names_the_source_file_and_the_field(cluster: Layout, tmp_path
     assert refusal.obj == "PodDisruptionBudget apply-check-corpus/broken"
     assert refusal.source.endswith("pdb.yaml")
     assert "spec.minAvailable" in refusal.message
-
-
-def test_a_real_apply_leaves_no_namespace_it_created(cluster: Layout, tmp_path: Path) -> None:
-    """A checked target's namespace goes with its objects; one that was there before stays."""
-    api = client.CoreV1Api(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
-    api.create_namespace({"metadata": {"name": "apply-check-was-there"}})
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text("resources: [a.yaml, b.yaml]\n")
-    for name, namespace in (("a", "apply-check-made-here"), ("b", "apply-check-was-there")):
-        (overlay / f"{name}.yaml").write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "data": {"k": "v"},
-                }
-            )
-        )
-    try:
-        assert check_target(cluster, overlay, dry_run_only=False, keep=False) == []
-        made = api.list_namespace(field_selector="metadata.name=apply-check-made-here").items
-        assert all(ns.metadata.deletion_timestamp for ns in made)  # gone or going
-        kept = api.read_namespace("apply-check-was-there")
-        assert kept.metadata.deletion_timestamp is None
-    finally:
-        api.delete_namespace("apply-check-was-there")
