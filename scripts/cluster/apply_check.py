@@ -6,7 +6,9 @@ Each object is applied on its own (server-side apply, Argo CD's field manager), 
 does not hide the next, and a refusal names the target, the object, the source file a person
 edits (scripts/manifests/sources) and the API server's own words, which name the field.
 Namespaces the targets use are created first, as Argo CD's CreateNamespace=true does; objects
-applied for real are deleted again unless --keep.
+applied for real are deleted again unless --keep, the namespaces are not: both clusters/ targets
+use `argocd`, whose Applications carry finalizers that nothing here removes (a deleted namespace
+would stay Terminating and refuse the next target), so a checked cluster keeps empty namespaces.
 
     python -m scripts.cluster.apply_check [TARGET ...] [--dry-run-only] [--keep]
 """

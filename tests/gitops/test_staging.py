@@ -40,6 +40,7 @@ from tests.gitops.conftest import Gitops
 pytestmark = pytest.mark.e2e
 
 APP = "digits-classifier"
+TRACKING = "argocd.argoproj.io/tracking-id"
 MODEL = "models/digits"
 STAGING_APP = f"{APP}-staging"
 NAMESPACE = f"{APP}-staging"
@@ -335,9 +336,20 @@ def test_an_application_outside_its_projects_destinations_is_refused(
         f" '{APP}-production' do not match any of the allowed destinations in project"
         " 'apps-staging'"
     )
-    with pytest.raises(ApiException) as missing:
-        client.CoreV1Api(staging.api).read_namespace(f"{APP}-production")
-    assert missing.value.status == 404  # nothing of it reached the cluster
+    # nothing of it reached the cluster: Argo CD never started a sync of it, and no object of
+    # the app carries its tracking id (the namespace itself may exist: the session's apply
+    # check of the production overlay leaves its namespaces, empty)
+    refused_app = applications(staging)[f"{APP}-production"]
+    assert not (refused_app.get("status") or {}).get("operationState")
+    try:
+        rollout = staging.custom.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", f"{APP}-production", "rollouts", f"{APP}-server"
+        )
+    except ApiException as missing:
+        assert missing.status == 404
+    else:
+        tracking = (rollout["metadata"].get("annotations") or {}).get(TRACKING, "")
+        assert not tracking.startswith(f"{APP}-production:")
     revert(staging.network, clone, mistake.commit)
     wait_for("the refused app to go", lambda: f"{APP}-production" not in applications(staging))
 
