@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import requests
 import requests.adapters
-from sklearn.datasets import load_digits
 
 from ml.config import RetrainParams, load_params
 from ml.monitoring.cli import main
@@ -31,6 +30,7 @@ from ml.monitoring.trigger import (
     TriggerError,
 )
 from scripts.repo_copy import REPO
+from tests.monitoring.conftest import write_digits_split
 
 DIGITS = ["--params", str(REPO / "models/digits/params.yaml")]
 DIGITS += ["--shared-params", str(REPO / "params.yaml")]
@@ -163,11 +163,7 @@ def test_the_jenkins_backend_starts_a_parameterised_build_and_follows_it(tmp_pat
 def test_a_failed_trigger_call_keeps_the_drift_report_and_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    x, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order].astype(np.float32), y[order]
-    np.savez(tmp_path / "train.npz", X=x[:1200], y=y[:1200])
-    np.savez(tmp_path / "live.npz", X=np.clip(x[1200:] * 1.6 + 3, 0, 16), labels=y[1200:])
+    write_digits_split(tmp_path, live=lambda rows: np.clip(rows * 1.6 + 3, 0, 16))
     out = tmp_path / "out"
     argv = ["drift", *DIGITS, "--reference", str(tmp_path / "train.npz"), "--out", str(out)]
     argv += ["--sample", str(tmp_path / "live.npz"), "--trigger", "--backend", "gitlab"]

@@ -12,10 +12,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 from ml.serving.model import LoadedModel, load_model
 from tests.serving.conftest import make_onnx, write_registration
+
+
+def write_digits_split(
+    folder: Path, live: Callable[[np.ndarray], np.ndarray] = lambda rows: rows
+) -> None:
+    """`train.npz` (1,200 digits) and `live.npz` (the other 597, through `live`, with labels) in
+    `folder`, shuffled first: the data set is ordered by writer, and its last third really is
+    drifted."""
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order].astype(np.float32), y[order]
+    np.savez(folder / "train.npz", X=x[:1200], y=y[:1200])
+    np.savez(folder / "live.npz", X=live(x[1200:]), labels=y[1200:])
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from ml.monitoring.metrics import DriftMetrics, exposition
 from ml.monitoring.shifts import apply_shift
 from ml.serving.config import ServingConfig
 from tests.conftest import REPO
+from tests.monitoring.conftest import write_digits_split
 from tests.serving.conftest import make_onnx, threaded_server, write_registration
 
 from .conftest import FakeHTTP, Recorded
@@ -172,12 +173,7 @@ def test_drift_job_on_live_pods_reports_pushes_and_dry_runs_the_trigger(
 def test_drift_cli_on_a_local_sample_and_its_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    x, y = load_digits(return_X_y=True)
-    # shuffled: the data set is ordered by writer, and its last third really is drifted
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order].astype(np.float32), y[order]
-    np.savez(tmp_path / "train.npz", X=x[:1200], y=y[:1200])
-    np.savez(tmp_path / "live.npz", X=x[1200:], labels=y[1200:])
+    write_digits_split(tmp_path)
     base = ["drift", *DIGITS_PARAMS, "--reference"]
     base += [str(tmp_path / "train.npz"), "--out", str(tmp_path / "out")]
     assert main([*base, "--sample", str(tmp_path / "live.npz")], env={}) == 0
