@@ -715,6 +715,13 @@ def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
     _update_application(custom, name, set_operation)
 
 
+def held_by_window(app: dict[str, Any]) -> bool:
+    """Whether the Application's running operation is one a deny window holds (the controller's
+    words for it, v3.2.11 SyncAppState: "Sync operation blocked by sync window")."""
+    state = (app.get("status") or {}).get("operationState") or {}
+    return bool(app.get("operation")) and "blocked by sync window" in (state.get("message") or "")
+
+
 def drop_held_operation(custom: client.CustomObjectsApi, name: str) -> None:
     """End an automated sync that a deny window holds mid-way, as an admin must: remove the
     operation and its state (`kubectl patch --type json` on the Application). `argocd app
@@ -723,8 +730,7 @@ def drop_held_operation(custom: client.CustomObjectsApi, name: str) -> None:
     open, and a hand sync is refused while it is there."""
 
     def drop(app: dict[str, Any]) -> None:
-        state = (app.get("status") or {}).get("operationState") or {}
-        if not app.get("operation") or "blocked by sync window" not in (state.get("message") or ""):
+        if not held_by_window(app):
             raise GitopsError(f"{name}: no operation is held by a sync window")
         del app["operation"]
         del app["status"]["operationState"]

@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scripts.cluster.__main__ import pod_cidr
 from scripts.cluster.control_plane import Layout
-from scripts.gitops.__main__ import GitopsError, drop_held_operation, sync_by_hand
+from scripts.gitops.__main__ import GitopsError, drop_held_operation, held_by_window, sync_by_hand
 from scripts.gitops.release_loop import clone_served
 from scripts.gitops.served import git
 from tests.gitops.conftest import REPO, Gitops, gitops_up
@@ -122,10 +122,9 @@ def test_the_weekend_window_holds_automated_syncs_but_lets_a_human_through(
     # while it is there, and the admin removes it (docs/ARGOCD.md).
     def settled() -> str | None:
         found = app(production, root)
-        message = ((found.get("status") or {}).get("operationState") or {}).get("message") or ""
         if not found.get("operation"):
             return "done"
-        return "held" if "blocked by sync window" in message else None
+        return "held" if held_by_window(found) else None
 
     if wait_for("the root's own sync to end or be held by the window", settled) == "held":
         with pytest.raises(GitopsError, match="another operation is already in progress"):
