@@ -456,7 +456,15 @@ def test_an_object_deleted_from_git_is_pruned(staging: Gitops, clone: Path) -> N
         return False
 
     wait_for("Argo CD to prune the PodDisruptionBudget", gone)
-    app = staging.application(f"{APP}-dev")
-    assert ("PodDisruptionBudget", f"{APP}-server") not in {
-        (r["kind"], r["name"]) for r in app["status"]["resources"]
-    }
+
+    def listed() -> set[tuple[str, str]]:
+        app = staging.application(f"{APP}-dev")
+        return {(r["kind"], r["name"]) for r in app["status"]["resources"]}
+
+    # the object goes first; the app's status lists it until the next reconciliation
+    wait_for(
+        "the pruned object to leave the app's resources",
+        lambda: ("PodDisruptionBudget", f"{APP}-server") not in listed(),
+        explain=listed,
+    )
+    assert ("PodDisruptionBudget", f"{APP}-server") not in listed()
