@@ -32,6 +32,7 @@ from scripts.cluster.canary import client_service, deciding_metric, process_imag
 from scripts.cluster.control_plane import Layout
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
+from scripts.release import ReleaseError, image_tag_for
 from scripts.rehearsal.canary import Outcome, Verdict
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
@@ -113,8 +114,9 @@ def release(
     """Build the image the release names (`model` served, `faults` baked in), run the project's
     `make release TAG=<app>/vX.Y.Z` in `clone` (dry run off, no push by the tool), push it."""
     try:
-        entry, _ = load_catalog(clone / "models.yaml").for_tag(tag)
-    except CatalogError as exc:
+        entry, version = load_catalog(clone / "models.yaml").for_tag(tag)
+        expected_tag = image_tag_for(version)
+    except (CatalogError, ReleaseError) as exc:
         raise ReleaseLoopError(f"TAG={tag}: {exc}") from None
     overlay = clone / "apps" / entry.app / "overlays" / "staging"
     repository = rollout_of(render_overlay(overlay))["spec"]["template"]["spec"]["containers"][0][
@@ -127,9 +129,14 @@ def release(
     stamp = venv / ".bootstrap-stamp"
     command = ["make", "--no-print-directory", "-C", str(clone), "release", f"TAG={tag}"]
     command += [f"VENV={venv}", "-o", str(stamp)]  # the clone uses this checkout's venv as is
+    # a CI runner sets CI, and `make release` then passes --push: the tool would release on the
+    # remote tip and push itself, leaving the clone's branch behind. This loop pushes the
+    # commit the tool made, so the run is the same on a laptop and on a runner
+    command += ["CI="]
+    env = {k: v for k, v in network.env().items() if k != "CI" and not k.startswith("CI_")}
     result = subprocess.run(
         command,
-        env={**network.env(), "MLFLOW_TRACKING_URI": tracking},
+        env={**env, "MLFLOW_TRACKING_URI": tracking},
         capture_output=True,
         text=True,
     )
@@ -138,7 +145,7 @@ def release(
     image = rollout_of(render_overlay(overlay))["spec"]["template"]["spec"]["containers"][0][
         "image"
     ]
-    if not image.startswith(repository + ":"):
+    if image != f"{repository}:{expected_tag}":
         raise ReleaseLoopError(f"after make release, the staging overlay names {image}")
     # CI pushes the image before the release job runs: so does this, as a process image
     process_image(layout, repository, model, faults or {}, tag=image.rpartition(":")[2])
