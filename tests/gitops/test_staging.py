@@ -284,6 +284,13 @@ def test_a_sync_keeps_the_selector_the_rollouts_controller_set(staging: Gitops) 
 
     recorder = threading.Thread(target=record, daemon=True)
     recorder.start()
+    # a hand sync is refused while another operation runs (an automated sync of an earlier
+    # commit, say): wait, as `argocd app sync` users do, for the app to be idle
+    wait_for(
+        "no operation on the staging app",
+        lambda: not staging.application(STAGING_APP).get("operation"),
+        timeout=180,
+    )
     before = (staging.application(STAGING_APP)["status"].get("operationState") or {}).get(
         "startedAt"
     )
