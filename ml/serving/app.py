@@ -252,14 +252,21 @@ class ModelService:
                 if error is not None:
                     raise error
         message = await receive()
-        body: bytes = message.get("body", b"")
+        first: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return first
+        # chunks joined once at the end: `body += chunk` copies everything read so far for every
+        # chunk, quadratic in a body a client trickles in many small pieces
+        chunks, size = [first], len(first)
         while message.get("more_body", False):
             message = await receive()
-            body += message.get("body", b"")
-            error = limit.check_received(len(body))
+            chunk: bytes = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            error = limit.check_received(size)
             if error is not None:
                 raise error
-        return body
+        return b"".join(chunks)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
