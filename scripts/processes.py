@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ProcessError(RuntimeError):
@@ -199,17 +201,21 @@ class ManagedProcess:
 
 
 def wait_until(
-    condition: Callable[[], bool],
+    condition: Callable[[], T],
     timeout: float,
     what: str,
     process: ManagedProcess | None = None,
     poll: float = 0.05,
-) -> None:
-    """Poll `condition` until it holds; fail fast if `process` dies, with its log tail."""
+    explain: Callable[[], object] | None = None,
+) -> T:
+    """Poll `condition` until it returns a truthy value, and return that value; fail fast if
+    `process` dies, with its log tail. On timeout the error says what was awaited, and what
+    `explain()` saw then (the engines' view of a cluster, say)."""
     deadline = time.monotonic() + timeout
     while True:
-        if condition():
-            return
+        value = condition()
+        if value:
+            return value
         if process is not None and not process.alive():
             code = process.process.returncode if process.process else None
             raise ProcessError(
@@ -217,7 +223,8 @@ def wait_until(
             )
         if time.monotonic() > deadline:
             tail = f":\n{process.log_tail()}" if process is not None else ""
-            raise ProcessError(f"timed out after {timeout:g} s waiting for {what}{tail}")
+            seen = f"; seen: {explain()}" if explain is not None else ""
+            raise ProcessError(f"timed out after {timeout:g} s waiting for {what}{seen}{tail}")
         time.sleep(poll)
 
 

@@ -33,6 +33,7 @@ from scripts.gitops.release_loop import (
 from scripts.gitops.__main__ import sync_by_hand
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
+from scripts.processes import wait_until
 from scripts.rehearsal.canary import Outcome
 from scripts.rehearsal.orchestrator import load_rows_from_split
 from tests.gitops.conftest import Gitops
@@ -67,17 +68,9 @@ def wait_for(
     timeout: float = 120,
     explain: Callable[[], Any] | None = None,
 ) -> Any:
-    """`condition()` once it is truthy; on timeout an AssertionError with `explain()`'s view of
-    what the engines were doing then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = f"; seen: {explain()}" if explain else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{seen}")
-        time.sleep(0.5)
+    """`condition()` once it is truthy (scripts.processes' poller, at the pace of Argo CD's
+    reconciliations); on timeout the error carries `explain()`'s view of the engines."""
+    return wait_until(condition, timeout, what, poll=0.5, explain=explain)
 
 
 def applications(gitops: Gitops) -> dict[str, dict[str, Any]]:

@@ -85,6 +85,13 @@ def test_waiting_times_out_with_what_was_awaited() -> None:
         wait_until(lambda: False, 0.2, "the moon")
 
 
+def test_waiting_returns_the_awaited_value_and_explains_a_timeout() -> None:
+    answers = iter([None, 0, {"phase": "Succeeded"}])
+    assert wait_until(lambda: next(answers), 5, "a phase", poll=0.01) == {"phase": "Succeeded"}
+    with pytest.raises(ProcessError, match=r"waiting for a sync; seen: phase Running$"):
+        wait_until(lambda: None, 0.05, "a sync", poll=0.01, explain=lambda: "phase Running")
+
+
 def test_a_daemon_record_stops_its_process_group_and_survives_json(tmp_path: Path) -> None:
     child = ManagedProcess("daemon", STUBBORN, tmp_path / "daemon.log")
     child.start()
