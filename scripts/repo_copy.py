@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-_GIT_ID = ["-c", "user.email=bench@example.com", "-c", "user.name=bench"]
+GIT_ID = ["-c", "user.email=bench@example.com", "-c", "user.name=bench"]
 
 
 def copy_repo(target: Path, source: Path = REPO) -> Path:
@@ -26,8 +26,8 @@ def copy_repo(target: Path, source: Path = REPO) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, target / name)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=target, check=True)
-    subprocess.run(["git", *_GIT_ID, "add", "-A"], cwd=target, check=True)
-    subprocess.run(["git", *_GIT_ID, "commit", "-qm", "copy"], cwd=target, check=True)
+    subprocess.run(["git", *GIT_ID, "add", "-A"], cwd=target, check=True)
+    subprocess.run(["git", *GIT_ID, "commit", "-qm", "copy"], cwd=target, check=True)
     return target
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from scripts.repo_copy import _GIT_ID, copy_repo, tool_env
+from scripts.repo_copy import GIT_ID, copy_repo, tool_env
 from tests.conftest import run
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +29,8 @@ PARAMS = f"{MODEL}/params.yaml"
 
 def _commit(workspace: Path, message: str) -> None:
     """The state after a completed run becomes the baseline (what `git checkout` restores)."""
-    run(["git", *_GIT_ID, "add", "-A"], workspace)
-    run(["git", *_GIT_ID, "commit", "-qm", message, "--allow-empty"], workspace)
+    run(["git", *GIT_ID, "add", "-A"], workspace)
+    run(["git", *GIT_ID, "commit", "-qm", message, "--allow-empty"], workspace)
 
 
 @pytest.fixture(scope="module")
