@@ -26,6 +26,7 @@ EXPECTED = {
     "an_unstash_with_no_stash_before_it_fails_the_build",
     "a_stage_that_forgets_an_unstash_is_caught",
     "an_input_inside_an_agent_is_caught",
+    "an_environment_block_with_unknown_syntax_is_caught",
     "jenkins_runs_the_commands_gitlab_runs",
 }
 

@@ -56,14 +56,7 @@ class DeclarativeModel {
         String toString() { "credential:${id}" }
     }
 
-    static class EnvReader {
-        Map result = [:]
-        Map read(Closure body) {
-            body.delegate = this
-            body.resolveStrategy = Closure.DELEGATE_ONLY
-            body()
-            return result
-        }
+    static class EnvReader extends BlockReader {  // no methodMissing: unknown syntax is an error
         def credentials(String id) { new Credential(id: id) }
         void setProperty(String name, value) { result[name] = value }
     }
@@ -264,8 +257,8 @@ class Reader {
 }
 
 
-/** agent/options/parameters/input blocks: every call becomes an entry, args kept. */
-class MapReader {
+/** Runs a block with this reader as its only delegate; a subclass says what each call means. */
+abstract class BlockReader {
     Map result = [:]
     Map read(Closure body) {
         body.delegate = this
@@ -273,6 +266,11 @@ class MapReader {
         body()
         return result
     }
+}
+
+
+/** agent/options/parameters/input blocks: every call becomes an entry, args kept. */
+class MapReader extends BlockReader {
     def methodMissing(String name, args) {
         List list = args as List
         if (list.size() == 1 && list[0] instanceof Closure) {

@@ -178,6 +178,19 @@ class JenkinsfileTest extends BasePipelineTest {
     }
 
     @Test
+    void an_environment_block_with_unknown_syntax_is_caught() {
+        // Jenkins refuses a misspelled helper in `environment`; so must the model, not record it
+        String broken = JENKINSFILE.text.replace("credentials('mlflow-token')", "credential('mlflow-token')")
+        assert broken != JENKINSFILE.text
+        try {
+            build(MAIN, broken)
+            assert false, 'the model read credential(...) in an environment block'
+        } catch (MissingMethodException e) {
+            assert e.method == 'credential'
+        }
+    }
+
+    @Test
     void jenkins_runs_the_commands_gitlab_runs() {
         def gitlab = ((REPO.toPath().resolve('.gitlab-ci.yml').text =~ /(?m)^    - ((?:make|sh) .+)$/)
                 .collect { it[1].replace('$CI_COMMIT_TAG', '$TAG_NAME') }) as Set
