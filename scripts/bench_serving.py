@@ -675,6 +675,46 @@ def expected_labels(model: Path, rows: np.ndarray) -> list[int]:
     return [int(v) for v in labels]
 
 
+def request_costs(model: Path, rows: np.ndarray, repeats: int = 300) -> dict[str, float]:
+    """Where one /predict request of `rows` spends its time inside this service, in process
+    (median microseconds of `repeats`): decoding the JSON body, onnxruntime, encoding the answer.
+    The onnxruntime share is what no HTTP layer can save: every peer runs the same model in the
+    same runtime, so it bounds the batch ratio against them."""
+    from ml.serving.codec import decode_predict, encode_predict
+    from ml.serving.model import load_model
+
+    loaded = load_model(str(model))
+    body = instances(rows)
+    decoded = decode_predict(body, loaded, len(rows))
+    probabilities, labels = loaded.predict(decoded)
+
+    def median_us(step: Callable[[], object]) -> float:
+        for _ in range(repeats // 10):  # warm caches and onnxruntime's arena first
+            step()
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1e6
+
+    costs = {
+        "decode_us": median_us(lambda: decode_predict(body, loaded, len(rows))),
+        "onnxruntime_us": median_us(lambda: loaded.predict(decoded)),
+        "encode_us": median_us(lambda: encode_predict(loaded, probabilities, labels)),
+    }
+    costs["onnxruntime_share"] = costs["onnxruntime_us"] / sum(costs.values())
+    return costs
+
+
+def render_costs(rows: int, costs: dict[str, float]) -> str:
+    return (
+        f"One {rows}-row /predict request in process (medians): decode "
+        f"{costs['decode_us']:.0f} us, onnxruntime {costs['onnxruntime_us']:.0f} us, encode "
+        f"{costs['encode_us']:.0f} us; onnxruntime {costs['onnxruntime_share']:.0%} of it."
+    )
+
+
 def check_answers(spec: ServerSpec, url: str, rows: np.ndarray, expected: list[int]) -> None:
     status, payload = post(url, spec.encode(rows), headers=spec.headers(rows))
     if not 200 <= status < 300:
@@ -1271,9 +1311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except (RuntimeError, subprocess.TimeoutExpired, StopIteration) as exc:
             print(f"bench: {http_server} under attack failed: {exc}", flush=True)
-    batch = next((s.name for s in plan if s.rows > 1), None)
-    checks = evaluate_targets(results, batch, attacks)
+    batch = next((s for s in plan if s.rows > 1), None)
+    costs = request_costs(args.model, rows[: batch.rows]) if batch else {}
+    checks = evaluate_targets(results, batch.name if batch else None, attacks)
     table, targets = render_table(results, plan), render_targets(checks)
+    if batch:
+        table += "\n\n" + render_costs(batch.rows, costs)
     attack_table = render_attacks(attacks, drains) if attacks or drains else ""
     settings = "".join(f", {k}={v}" for k, v in args.server_env.items())
     print(f"\nMedians of {args.passes} passes, {args.duration:.0f} s per load, wrk -t1", end="")
@@ -1298,6 +1341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "attacks": {name: asdict(run) for name, run in attacks.items()},
         "drains": drains,
+        "request_costs": costs,
         "targets": checks,
     }
     args.out.write_text(json.dumps(document, indent=2))

@@ -66,6 +66,12 @@ def test_a_short_run_measures_our_servers_and_reports_missing_peers(
     assert "wrk -t1, INFERENCE_THREADS=1:" in printed
     assert "| kserve | - | not installed" in printed and "| ml-serving | c64 |" in printed
     assert out.with_suffix(".md").read_text().startswith("| server | load |")
+    # where one 8-row request's time goes, in process: every stage measured, shares consistent
+    costs = document["request_costs"]
+    stages = costs["decode_us"], costs["onnxruntime_us"], costs["encode_us"]
+    assert all(0 < us < 50_000 for us in stages)
+    assert costs["onnxruntime_share"] == pytest.approx(costs["onnxruntime_us"] / sum(stages))
+    assert "One 8-row /predict request in process (medians): decode " in printed
 
 
 def result(name: str, rps: float, p99: float, rows_per_s: float = 0.0) -> ServerResult:
