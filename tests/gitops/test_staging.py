@@ -30,7 +30,7 @@ from scripts.gitops.release_loop import (
     revert,
     verdict_of,
 )
-from scripts.gitops.__main__ import sync_by_hand
+from scripts.gitops.__main__ import GitopsError, sync_by_hand
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
 from scripts.processes import wait_until
@@ -277,25 +277,31 @@ def test_a_sync_keeps_the_selector_the_rollouts_controller_set(staging: Gitops) 
 
     recorder = threading.Thread(target=record, daemon=True)
     recorder.start()
-    # a hand sync is refused while another operation runs (an automated sync of an earlier
-    # commit, say): wait, as `argocd app sync` users do, for the app to be idle
-    wait_for(
-        "no operation on the staging app",
-        lambda: not staging.application(STAGING_APP).get("operation"),
-        timeout=180,
-    )
-    before = (staging.application(STAGING_APP)["status"].get("operationState") or {}).get(
-        "startedAt"
-    )
-    sync_by_hand(staging.custom, STAGING_APP, "test")  # a full sync: every object applied
+    # known by who started it: a start time has one-second resolution, and an automated sync
+    # that ended just before can share our sync's second
+    who = f"selector-test-{time.time_ns()}"
+
+    def accepted() -> bool:
+        """A hand sync is refused while another operation runs (an automated sync of an
+        earlier commit, say): try again, as an `argocd app sync` user would."""
+        try:
+            sync_by_hand(staging.custom, STAGING_APP, who)  # a full sync: every object applied
+        except GitopsError as refused:
+            assert "another operation is already in progress" in str(refused), refused
+            return False
+        return True
+
+    wait_for("the hand sync to be accepted", accepted, timeout=180)
+
+    def operation_state() -> dict[str, Any]:
+        return staging.application(STAGING_APP)["status"].get("operationState") or {}
+
     wait_for(
         "the sync by hand to finish",
-        lambda: (op := staging.application(STAGING_APP)["status"].get("operationState") or {}).get(
-            "startedAt"
-        )
-        != before
-        and op.get("phase") == "Succeeded",
+        lambda: (op := operation_state()).get("phase") == "Succeeded"
+        and ((op.get("operation") or {}).get("initiatedBy") or {}).get("username") == who,
         timeout=180,
+        explain=lambda: {k: v for k, v in operation_state().items() if k != "syncResult"},
     )
     time.sleep(3)
     stop.set()
