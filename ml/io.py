@@ -29,12 +29,12 @@ def current_umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; it replaces `path` only if the block succeeds.
 
-    The file gets the mode a plain `open()` would give it (0666 minus the umask, so 0644 by
-    default), not mkstemp's 0600: the serving image copies these files and runs as another user,
-    which must be able to read them."""
+    The file gets `mode`, by default the one a plain `open()` would give it (0666 minus the
+    umask, so 0644 by default), not mkstemp's 0600: the serving image copies these files and runs
+    as another user, which must be able to read them. Secrets pass 0o600."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -42,7 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -53,8 +53,8 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | Path, payload: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | Path, payload: bytes, mode: int | None = None) -> None:
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(payload)
 
 

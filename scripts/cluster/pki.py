@@ -4,7 +4,8 @@ client certificate per identity, and the service-account signing key.
 Each component authenticates as the identity it has in a real cluster (the node agent as
 `system:node:<node>` in `system:nodes`, so the Node authorizer and NodeRestriction judge it as
 they judge a kubelet), so RBAC is exercised, not bypassed. Everything is generated on first use
-and kept; keys are written 0600.
+and kept; keys are written 0600. Every file is written whole or not at all (an interrupted
+`make cluster-up` leaves no half certificate that the next run would take as made).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ml.io import write_bytes
 
 VALIDITY = datetime.timedelta(days=365)
 
@@ -100,14 +103,13 @@ class Pki:
             names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
             subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
             self._issue(self.server, subject, ExtendedKeyUsageOID.SERVER_AUTH, names)
-        if not self.service_account_key.is_file():
+        if not (self.service_account_key.is_file() and self.service_account_public.is_file()):
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             _write_key(self.service_account_key, key)
-            self.service_account_public.write_bytes(
-                key.public_key().public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
+            public = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
+            write_bytes(self.service_account_public, public)
 
     def _make_ca(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -139,7 +141,7 @@ class Pki:
             .sign(key, hashes.SHA256())
         )
         _write_key(self.ca.key, key)
-        self.ca.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_bytes(self.ca.cert, cert.public_bytes(serialization.Encoding.PEM))
 
     def _issue(
         self,
@@ -169,7 +171,7 @@ class Pki:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         _write_key(pair.key, key)
-        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_bytes(pair.cert, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -178,6 +180,4 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
+    write_bytes(path, data, mode=0o600)
