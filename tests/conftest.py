@@ -6,6 +6,7 @@ fresh-clone checks) reuses it instead of training again."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,14 @@ from ml.catalog import load_catalog
 from scripts.repo_copy import copy_repo, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A shell without job control starts a background job (`make test &`, `nohup`) with SIGINT
+# ignored, and every child inherits that: the tests that play a terminal's Ctrl-C (on dvc repro,
+# the rehearsal, register's held section) would then interrupt nothing and fail. The suite puts
+# Python's own handler back, so they see what a user at a terminal sees; children get the
+# default disposition at exec. The cost: Ctrl-C in that shell's terminal now reaches the run.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # The fewest epochs after which the digits model clears the 0.95 accuracy gate with a margin
 # (measured at seed 42: 5 epochs 0.942, 7-8 epochs 0.961), so fast chains still register.
 FAST_EPOCHS = 8
