@@ -31,6 +31,11 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+def _temporaries(pki: Pki) -> list[str]:
+    """What an atomic write left behind (its temporary files start with a dot)."""
+    return [p.name for p in pki.directory.iterdir() if p.name.startswith(".")]
+
+
 def test_a_chain_that_verifies_with_private_keys(tmp_path: Path) -> None:
     pki = Pki(tmp_path / "pki")
     pki.ensure()
@@ -42,7 +47,7 @@ def test_a_chain_that_verifies_with_private_keys(tmp_path: Path) -> None:
     for key in (pki.ca.key, pki.server.key, client.key, pki.service_account_key):
         assert _mode(key) == 0o600, key
     assert _mode(pki.ca.cert) & 0o044  # certificates are public: others read them
-    assert sorted(p.name for p in pki.directory.iterdir() if p.name.startswith(".")) == []
+    assert _temporaries(pki) == []
 
 
 @pytest.mark.parametrize("victim", ["apiserver.crt", "apiserver.key", "sa.pub", "admin.crt"])
@@ -70,5 +75,4 @@ def test_an_interrupted_write_leaves_nothing_the_next_run_takes_as_made(
     _verify(pki, pki.server)
     _verify(pki, pki.client(ADMIN))
     serialization.load_pem_public_key(pki.service_account_public.read_bytes())
-    leftovers = [p.name for p in pki.directory.iterdir() if p.name.startswith(".")]
-    assert leftovers == []
+    assert _temporaries(pki) == []
