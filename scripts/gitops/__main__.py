@@ -612,7 +612,8 @@ def _up(
                 " window of its project is open): syncing it by hand, as the window's manualSync"
                 " allows"
             )
-            sync_by_hand(cluster.custom, root["metadata"]["name"], "gitops-up")
+            # the window may close meanwhile, and the controller start its own sync first
+            sync_by_hand(cluster.custom, root["metadata"]["name"], "gitops-up", retry_for=60)
             break
         time.sleep(0.5)
     appsets = [o["metadata"]["name"] for o in cluster_objects if o.get("kind") == "ApplicationSet"]
@@ -686,9 +687,16 @@ def automated(app: dict[str, Any]) -> bool:
     return bool(((app.get("spec") or {}).get("syncPolicy") or {}).get("automated"))
 
 
-def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
+def sync_by_hand(
+    custom: client.CustomObjectsApi, name: str, who: str, retry_for: float = 0.0
+) -> None:
     """What `argocd app sync` asks of the API server: an operation on the Application, which
     the application controller then carries out (project rules and sync windows apply).
+
+    ``retry_for`` seconds: while another operation runs (an automated sync the controller
+    started a moment before, say), ask again every half second, as a user of `argocd app sync`
+    would, instead of failing at once. An operation a deny window holds never ends by itself,
+    so that refusal is final whatever ``retry_for`` says (``drop_held_operation`` ends it).
 
     As the API server does (v3.2.11, util/argo SetAppOperation and server/application Sync): an
     Application that already has an operation is refused ("another operation is already in
@@ -700,7 +708,7 @@ def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
 
     def set_operation(app: dict[str, Any]) -> None:
         if app.get("operation"):
-            raise GitopsError(f"{name}: another operation is already in progress")
+            raise OperationInProgress(name, held_by_window(app))
         policy = (app.get("spec") or {}).get("syncPolicy") or {}
         sync: dict[str, Any] = {"syncStrategy": {"hook": {}}}
         if policy.get("syncOptions"):
@@ -712,7 +720,26 @@ def sync_by_hand(custom: client.CustomObjectsApi, name: str, who: str) -> None:
         }
         (app.get("status") or {}).pop("operationState", None)
 
-    _update_application(custom, name, set_operation)
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            _update_application(custom, name, set_operation)
+            return
+        except OperationInProgress as busy:
+            if busy.held_by_window or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
+
+
+class OperationInProgress(GitopsError):
+    """A hand sync refused because the Application already has an operation."""
+
+    def __init__(self, name: str, held_by_window: bool) -> None:
+        held = (
+            " (held by a deny sync window: drop_held_operation ends it)" if held_by_window else ""
+        )
+        super().__init__(f"{name}: another operation is already in progress{held}")
+        self.held_by_window = held_by_window
 
 
 def held_by_window(app: dict[str, Any]) -> bool:

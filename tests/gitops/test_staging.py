@@ -30,7 +30,7 @@ from scripts.gitops.release_loop import (
     revert,
     verdict_of,
 )
-from scripts.gitops.__main__ import GitopsError, sync_by_hand
+from scripts.gitops.__main__ import sync_by_hand
 from scripts.gitops.served import git
 from scripts.manifests.render import render_overlay
 from scripts.processes import wait_until
@@ -281,17 +281,9 @@ def test_a_sync_keeps_the_selector_the_rollouts_controller_set(staging: Gitops) 
     # that ended just before can share our sync's second
     who = f"selector-test-{time.time_ns()}"
 
-    def accepted() -> bool:
-        """A hand sync is refused while another operation runs (an automated sync of an
-        earlier commit, say): try again, as an `argocd app sync` user would."""
-        try:
-            sync_by_hand(staging.custom, STAGING_APP, who)  # a full sync: every object applied
-        except GitopsError as refused:
-            assert "another operation is already in progress" in str(refused), refused
-            return False
-        return True
-
-    wait_for("the hand sync to be accepted", accepted, timeout=180)
+    # a full sync: every object applied; refused while an automated sync of an earlier commit
+    # runs, so asked again until that one ends
+    sync_by_hand(staging.custom, STAGING_APP, who, retry_for=180)
 
     def operation_state() -> dict[str, Any]:
         return staging.application(STAGING_APP)["status"].get("operationState") or {}

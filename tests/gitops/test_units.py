@@ -382,8 +382,10 @@ class FakeApplications:
         self.app = {**app, "metadata": {**app["metadata"], "resourceVersion": "1"}}
         self.conflicts = conflicts
         self.updates = 0
+        self.gets = 0
 
     def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        self.gets += 1
         return json.loads(json.dumps(self.app))
 
     def replace_namespaced_custom_object(self, *args: Any) -> None:
@@ -423,7 +425,59 @@ def test_a_hand_sync_carries_the_apps_options_and_clears_the_last_state() -> Non
     assert apps.updates == 1  # after two conflicts, one update at the current version
 
 
-def test_a_hand_sync_is_refused_while_an_operation_runs_and_a_held_one_can_be_dropped() -> None:
+class EndingOperation(FakeApplications):
+    """An automated sync that the controller ends after ``reads`` reads of the Application."""
+
+    def __init__(self, app: dict[str, Any], reads: int) -> None:
+        super().__init__(app)
+        self.reads = reads
+
+    def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        self.reads -= 1
+        if self.reads == 0:
+            del self.app["operation"]
+        return super().get_namespaced_custom_object(*args)
+
+
+RUNNING: dict[str, Any] = {
+    **PRODUCTION_APP,
+    "operation": {"initiatedBy": {"automated": True}, "sync": {}},
+    "status": {"operationState": {"phase": "Running", "message": "one wave to go"}},
+}
+
+
+def test_a_hand_sync_asks_again_until_the_running_operation_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
+    apps = EndingOperation(RUNNING, reads=3)
+    sync_by_hand(apps, APP, "release-manager", retry_for=60)  # type: ignore[arg-type]
+    assert apps.app["operation"]["initiatedBy"] == {"username": "release-manager"}
+    assert apps.updates == 1
+    # without retry_for the first refusal is the answer
+    once = EndingOperation(RUNNING, reads=3)
+    with pytest.raises(GitopsError, match="another operation is already in progress"):
+        sync_by_hand(once, APP, "release-manager")  # type: ignore[arg-type]
+    assert once.updates == 0
+
+
+def test_a_hand_sync_gives_up_when_its_time_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
+    monkeypatch.setattr("scripts.gitops.__main__.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
+    apps = EndingOperation(RUNNING, reads=100)
+    with pytest.raises(GitopsError, match="another operation is already in progress$"):
+        sync_by_hand(apps, APP, "release-manager", retry_for=30)  # type: ignore[arg-type]
+    assert 100 - apps.reads == 3  # asked at 0, 10 and 20 s; at 30 s its time is over
+    assert apps.updates == 0
+
+
+def test_a_hand_sync_is_refused_while_an_operation_runs_and_a_held_one_can_be_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter(range(0, 100000, 10))
+    monkeypatch.setattr("scripts.gitops.__main__.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
     held = {
         **PRODUCTION_APP,
         "operation": {"initiatedBy": {"automated": True}, "sync": {}},
@@ -435,9 +489,14 @@ def test_a_hand_sync_is_refused_while_an_operation_runs_and_a_held_one_can_be_dr
         },
     }
     apps = FakeApplications(held)
-    with pytest.raises(GitopsError, match="another operation is already in progress"):
-        sync_by_hand(apps, APP, "platform-admin")  # type: ignore[arg-type]
-    assert apps.updates == 0 and apps.app["operation"]["initiatedBy"] == {"automated": True}
+    with pytest.raises(GitopsError, match="another operation is already in progress .held by"):
+        # a held operation never ends by itself: refused at once, however long one would wait
+        sync_by_hand(apps, APP, "platform-admin", retry_for=3600)  # type: ignore[arg-type]
+    assert (
+        apps.gets == 1
+        and apps.updates == 0
+        and apps.app["operation"]["initiatedBy"] == {"automated": True}
+    )
     drop_held_operation(apps, APP)  # type: ignore[arg-type]
     assert "operation" not in apps.app and "operationState" not in apps.app["status"]
     sync_by_hand(apps, APP, "platform-admin")  # type: ignore[arg-type]
