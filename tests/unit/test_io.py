@@ -45,3 +45,19 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path: Path) -> None:
             raise RuntimeError("interrupted")
     assert (tmp_path / "a.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_secret_is_never_readable_by_others(tmp_path: Path, umask: None) -> None:
+    """`mode` (the cluster's private keys pass 0o600) wins over a permissive umask, and the
+    temporary file holding the bytes before the rename is private from its creation."""
+    os.umask(0o002)
+    with atomic_path(tmp_path / "ca.key", mode=0o600) as tmp:
+        assert stat.S_IMODE(tmp.stat().st_mode) == 0o600
+        tmp.write_bytes(b"secret")
+    write_bytes(tmp_path / "sa.key", b"secret", mode=0o600)
+    for name in ("ca.key", "sa.key"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    # an explicit mode is the mode, whatever the umask would take away
+    os.umask(0o077)
+    write_bytes(tmp_path / "shared.crt", b"public", mode=0o644)
+    assert stat.S_IMODE((tmp_path / "shared.crt").stat().st_mode) == 0o644
