@@ -426,15 +426,14 @@ def test_a_hand_sync_carries_the_apps_options_and_clears_the_last_state() -> Non
 
 
 class EndingOperation(FakeApplications):
-    """An automated sync that the controller ends after ``reads`` reads of the Application."""
+    """An automated sync that the controller ends just before read number ``ends_at``."""
 
-    def __init__(self, app: dict[str, Any], reads: int) -> None:
+    def __init__(self, app: dict[str, Any], ends_at: int) -> None:
         super().__init__(app)
-        self.reads = reads
+        self.ends_at = ends_at
 
     def get_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
-        self.reads -= 1
-        if self.reads == 0:
+        if self.gets + 1 == self.ends_at:
             del self.app["operation"]
         return super().get_namespaced_custom_object(*args)
 
@@ -450,12 +449,12 @@ def test_a_hand_sync_asks_again_until_the_running_operation_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
-    apps = EndingOperation(RUNNING, reads=3)
+    apps = EndingOperation(RUNNING, ends_at=3)
     sync_by_hand(apps, APP, "release-manager", retry_for=60)  # type: ignore[arg-type]
     assert apps.app["operation"]["initiatedBy"] == {"username": "release-manager"}
     assert apps.updates == 1
     # without retry_for the first refusal is the answer
-    once = EndingOperation(RUNNING, reads=3)
+    once = EndingOperation(RUNNING, ends_at=3)
     with pytest.raises(GitopsError, match="another operation is already in progress"):
         sync_by_hand(once, APP, "release-manager")  # type: ignore[arg-type]
     assert once.updates == 0
@@ -465,16 +464,18 @@ def test_a_hand_sync_gives_up_when_its_time_is_over(monkeypatch: pytest.MonkeyPa
     clock = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
     monkeypatch.setattr("scripts.gitops.__main__.time.monotonic", lambda: float(next(clock)))
     monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
-    apps = EndingOperation(RUNNING, reads=100)
+    apps = EndingOperation(RUNNING, ends_at=100)
     with pytest.raises(GitopsError, match="another operation is already in progress$"):
         sync_by_hand(apps, APP, "release-manager", retry_for=30)  # type: ignore[arg-type]
-    assert 100 - apps.reads == 3  # asked at 0, 10 and 20 s; at 30 s its time is over
+    assert apps.gets == 3  # asked at 0, 10 and 20 s; at 30 s its time is over
     assert apps.updates == 0
 
 
 def test_a_hand_sync_is_refused_while_an_operation_runs_and_a_held_one_can_be_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # a fake clock: an implementation that waited on a held operation fails here at once
+    # (more than one read) instead of hanging for the hour it was given
     clock = iter(range(0, 100000, 10))
     monkeypatch.setattr("scripts.gitops.__main__.time.monotonic", lambda: float(next(clock)))
     monkeypatch.setattr("scripts.gitops.__main__.time.sleep", lambda seconds: None)
