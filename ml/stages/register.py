@@ -50,6 +50,7 @@ from ml.registration import (
     GateResult,
     LatencyMeasurement,
     RegistrationRecord,
+    ReleaseVerdict,
     local_record_path,
 )
 from ml.tracking import dvc_experiment, store_root
@@ -222,9 +223,14 @@ def register_model(
 
 
 def write_release(path: Path, gates: list[GateResult], released: bool) -> None:
-    """The gate verdict as DVC metrics: `dvc exp show` compares experiments by it."""
-    verdict = {"gates_passed": all(g.passed for g in gates), "released": released}
-    write_json(path, {**verdict, "failed_gates": sum(not g.passed for g in gates)})
+    """The gate verdict as DVC metrics: `dvc exp show` compares experiments by it. Built through
+    the contract its readers validate with, so a writer cannot produce what they would refuse."""
+    verdict = ReleaseVerdict(
+        gates_passed=all(g.passed for g in gates),
+        released=released,
+        failed_gates=sum(not g.passed for g in gates),
+    )
+    write_json(path, verdict.model_dump(mode="json"))
 
 
 def _main(argv: Sequence[str] | None) -> None:

@@ -8,14 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from pydantic import ValidationError
+
 from ml.registration import (
     MACHINE_LOCAL,
+    GateResult,
     RecordError,
     local_record_path,
     parse_record,
     read_best_record,
     read_record,
+    read_release_verdict,
 )
+from ml.stages.register import write_release
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("digits", "breast-cancer")
@@ -88,3 +93,33 @@ def test_tracked_drops_exactly_the_machine_local_fields() -> None:
     full = parse_record(json.dumps({**_record(), "version": "3", "run_id": "r1"}))
     assert full.tracked().version is None and full.tracked().run_id is None
     assert set(full.tracked_json()) == set(_record())
+
+
+def _gate(passed: bool) -> GateResult:
+    return GateResult(gate="accuracy", measured=0.9 if passed else 0.5, limit=0.8, passed=passed)
+
+
+@pytest.mark.parametrize(
+    ("gates", "released", "failed"),
+    [([True, True], True, 0), ([True, False], False, 1), ([False, False], False, 2)],
+)
+def test_the_written_verdict_is_what_its_reader_accepts(
+    tmp_path: Path, gates: list[bool], released: bool, failed: int
+) -> None:
+    path = tmp_path / "release.json"
+    write_release(path, [_gate(passed) for passed in gates], released=released)
+    verdict = read_release_verdict(path)
+    assert (verdict.gates_passed, verdict.released, verdict.failed_gates) == (
+        all(gates),
+        released,
+        failed,
+    )
+
+
+def test_a_release_past_a_failed_gate_cannot_be_written(tmp_path: Path) -> None:
+    """The writer goes through the readers' contract: a verdict they would refuse is never
+    written, and nothing is left behind."""
+    path = tmp_path / "release.json"
+    with pytest.raises(ValidationError, match="released is true although a gate failed"):
+        write_release(path, [_gate(True), _gate(False)], released=True)
+    assert not path.exists()
