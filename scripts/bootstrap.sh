@@ -16,6 +16,14 @@ case "$have" in
   *) echo "bootstrap: needs Python >= 3.11, found $have ($PYTHON); set PYTHON=python3.11" >&2; exit 2 ;;
 esac
 
+# The native extensions of native/ (Rust, built by maturin from each one's Cargo.lock) need cargo:
+# say so before minutes of installing.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo is not installed: install Rust >= 1.95 (https://rustup.rs) to build" \
+    "the native extensions of native/ (native/README.md)" >&2
+  exit 2
+fi
+
 # System packages the checks need (one per line in system-packages.txt, '# ...' comments allowed).
 missing=()
 while read -r pkg; do
@@ -48,8 +56,11 @@ done
 # repo shared by every clone; a changed pin builds anew. Standard library only, so no venv needed.
 "$PYTHON" -m scripts.engines build --quiet
 
-# Python packages: reinstall only when the dependency declaration or the lock changed.
-want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+# Python packages: reinstall only when the dependency declaration, the lock or a native
+# extension's source changed.
+native_sources=$(find native -path '*/target' -prune -o -type f -print | LC_ALL=C sort)
+# shellcheck disable=SC2086 # one path per word: the repository's paths hold no spaces
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh $native_sources | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   touch "$STAMP"  # make compares its mtime with the inputs (system packages, Node locks)
   exit 0
@@ -73,6 +84,15 @@ if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --ignore-requ
   echo "bootstrap: pip install $pykustomize_pin failed (full log: $log)" >&2
   exit 1
 fi
+for crate in native/*/; do
+  echo "bootstrap: building $crate"
+  if ! CARGO_NET_RETRY=5 "$VENV/bin/python" -m pip install --disable-pip-version-check \
+    --force-reinstall --no-deps "./$crate" >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "bootstrap: pip install ./$crate failed (full log: $log)" >&2
+    exit 1
+  fi
+done
 rm -f "$log"
 echo "$want" >"$STAMP"
 echo "bootstrap: ready"
