@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-import simdjson
+import tensor_json
 
 from ml.serving.model import INPUT_NAME, OUTPUT_NAMES, Floats, Labels, LoadedModel
 
 _NUMERIC_KINDS = frozenset("fiu")
-# below this size orjson + numpy is as fast as simdjson's proxies (1 row: 2.5 us vs 5.5 us)
-_SIMDJSON_MIN_BYTES = 4096
+# below this size orjson + numpy is as fast as the native decoder and its buffer
+_NATIVE_MIN_BYTES = 4096
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -128,8 +128,8 @@ def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
     converts them to float32 in one call; any surprise (ragged, wrong width, too large) falls
     through to the checked path, which produces the error message.
     """
-    if len(body) >= _SIMDJSON_MIN_BYTES:
-        rows = _predict_rows_simdjson(body, model.features, max_batch)
+    if len(body) >= _NATIVE_MIN_BYTES:
+        rows = _predict_rows_native(body, model.features, max_batch)
         if rows is not None:
             return rows
     document = load_json(body)
@@ -152,50 +152,21 @@ def decode_predict(body: bytes, model: LoadedModel, max_batch: int) -> Floats:
     return to_rows(values, "instances", model, max_batch, strict)
 
 
-def _predict_rows_simdjson(body: bytes, features: int, max_batch: int) -> Floats | None:
-    """Large bodies: simdjson writes the numbers straight into one buffer, no Python floats.
+def _predict_rows_native(body: bytes, features: int, max_batch: int) -> Floats | None:
+    """Large bodies: the native decoder writes the numbers straight into one float32 buffer,
+    with the GIL released, no Python floats (``tensor_json``, native/tensor_json).
 
-    For a 64-row body that is ~75 us instead of ~150 us (orjson builds 4,096 Python floats,
-    numpy then reads them back). Taken only for exactly ``{"instances": [[F numbers], ...]}``:
-    one key, rows of F elements, and N + 1 ``[`` in the whole body (so no row hides a nested
-    array, which ``as_buffer`` would flatten). Anything else, including every malformed body,
-    returns None and the checked path decides and words the error.
+    It takes exactly ``{"instances": [[numbers], ...]}`` with rectangular rows of values float32
+    can hold, and at most ``max_batch`` rows of ``features`` (the buffer has no room for more).
+    Anything else, including every malformed body, returns None and the checked path decides and
+    words the error.
     """
-    try:
-        # a parser per call (~0.1 us): a shared one is not safe across threads or proxies
-        document = simdjson.Parser().parse(body)
-        if not isinstance(document, simdjson.Object) or len(document) != 1:
-            return None
-        instances = document["instances"]
-        if not isinstance(instances, simdjson.Array):
-            return None
-        count = len(instances)
-        if not 0 < count <= max_batch or _brackets(body) != count + 1:
-            return None
-        for row in instances:
-            if not isinstance(row, simdjson.Array) or len(row) != features:
-                return None
-        flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
-    except (KeyError, TypeError, ValueError, RuntimeError):  # not this shape, or not JSON
+    out = np.empty(min(len(body) // 2 + 1, max_batch * features), dtype=np.float32)
+    shape = tensor_json.instances(body, out)
+    if shape is None or shape[1] != features or shape[0] == 0:
         return None
-    if flat.size != count * features:
-        return None
-    try:
-        # simdjson refuses 1e999 and NaN; a finite double can still be too large for float32,
-        # and the cast says so itself (half the cost of a separate range check)
-        with np.errstate(over="raise"):
-            rows = flat.astype(np.float32)
-    except FloatingPointError:
-        return None
-    return rows.reshape(count, features)
-
-
-def _brackets(body: bytes) -> int:
-    """How many ``[`` the body holds. numpy compares every byte at once: `make bench-serving`'s
-    decode cost of a 64-row body (22 KB) is 52.0 us with it against 55.5 us with
-    ``bytes.count`` (medians of 6 x 2,000, docs/PERFORMANCE.md); on the 64-row path the event
-    loop is the bottleneck, so each microsecond there is throughput."""
-    return int(np.count_nonzero(np.frombuffer(body, np.uint8) == 0x5B))
+    count, width = shape
+    return out[: count * width].reshape(count, width)
 
 
 def encode_predict(model: LoadedModel, probabilities: Floats, labels: Labels) -> bytes:
@@ -246,7 +217,9 @@ def decode_infer(
                 f"{len(body)} bytes",
             )
         body, binary = body[:header_length], body[header_length:]
-    document = _infer_document_simdjson(body) if len(body) >= _SIMDJSON_MIN_BYTES else None
+    document = None
+    if len(body) >= _NATIVE_MIN_BYTES:
+        document = _infer_document_native(body, limits.max_elements)
     if document is None:
         document = load_json(body)
         if header_length is None:
@@ -282,7 +255,7 @@ def decode_infer(
     data = tensor.get("data")
     if binary_size is not None or binary:
         array = _binary_tensor(tensor, binary_size, binary, header_length, expected)
-    elif isinstance(data, np.ndarray):  # already numbers, flat (_infer_document_simdjson)
+    elif isinstance(data, np.ndarray):  # already numbers, flat (_infer_document_native)
         array = data
     else:
         if not isinstance(data, list) or not data:
@@ -403,46 +376,26 @@ def _binary_tensor(
     return np.frombuffer(binary, dtype="<f4")
 
 
-def _infer_document_simdjson(body: bytes) -> dict[str, Any] | None:
-    """Large v2 bodies: the document with the tensor's ``data`` already a flat float64 array.
+def _infer_document_native(body: bytes, max_elements: int) -> dict[str, Any] | None:
+    """Large v2 bodies: the document with the tensor's ``data`` already a flat float32 array.
 
-    Taken only when the one tensor's ``data`` is a non-empty flat array of numbers: the body's
-    ``[`` count must equal the arrays accounted for (``inputs``, ``shape``, ``data`` and
-    ``outputs`` when they are arrays), so no array hides inside ``data``. The other fields are
-    converted to Python values and checked by ``decode_infer`` exactly as on the orjson path;
-    anything else returns None and takes that path.
+    Taken only when ``inputs`` is one tensor whose ``data`` is a non-empty flat array of numbers
+    float32 can hold, at most ``max_elements`` of them: the native decoder writes them into one
+    buffer with the GIL released and hands back the rest of the document as JSON, which
+    ``decode_infer`` checks exactly as on the orjson path. Anything else returns None and takes
+    that path.
     """
-    try:
-        document = simdjson.Parser().parse(body)
-        if not isinstance(document, simdjson.Object):
-            return None
-        inputs = document["inputs"]
-        if not isinstance(inputs, simdjson.Array) or len(inputs) != 1:
-            return None
-        tensor = inputs[0]
-        if not isinstance(tensor, simdjson.Object):
-            return None
-        data = tensor["data"]
-        if not isinstance(data, simdjson.Array) or len(data) == 0:
-            return None
-        arrays = 2 + isinstance(tensor.get("shape"), simdjson.Array)
-        arrays += isinstance(document.get("outputs"), simdjson.Array)
-        if _brackets(body) != arrays:
-            return None
-        flat = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-        fields = {key: _python(tensor[key]) for key in tensor.keys() if key != "data"}
-        light = {key: _python(document[key]) for key in document.keys() if key != "inputs"}
-    except (KeyError, TypeError, ValueError, RuntimeError):  # not this shape, or not JSON
+    out = np.empty(min(len(body) // 2 + 1, max_elements), dtype=np.float32)
+    decoded = tensor_json.infer(body, out)
+    if decoded is None:
         return None
-    return {**light, "inputs": [{**fields, "data": flat}]}
-
-
-def _python(value: Any) -> Any:
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
-    return value
+    light, count = decoded
+    try:
+        document = orjson.loads(light)
+    except orjson.JSONDecodeError:  # text serde_json keeps raw but orjson refuses: its words
+        return None
+    document["inputs"][0]["data"] = out[:count]
+    return document  # type: ignore[no-any-return]
 
 
 def _requested_outputs(

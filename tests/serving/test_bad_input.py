@@ -235,9 +235,10 @@ def test_fast_and_checked_decoding_agree(client: AsgiClient) -> None:
     assert fast == checked
 
 
-# Bodies of 4 KiB and more are parsed by simdjson first (codec._predict_rows_simdjson): the same
-# mistakes must get the same answers there, and a trick that flattening would hide (a row of 63
-# numbers and an empty list next to a row of 63 numbers and two) must not slip through.
+# Bodies of 4 KiB and more go to the native decoder first (codec._predict_rows_native, which
+# declines what it does not take): the same mistakes must get the same answers there, and a trick
+# that flattening would hide (a row of 63 numbers and an empty list next to a row of 63 numbers
+# and two) must not slip through.
 BIG = [ROW] * 40
 LARGE_PREDICT_CORPUS: list[tuple[Any, int, str]] = [
     ({"instances": BIG + [ROW[:63]]}, 400, "rectangular"),
@@ -284,7 +285,7 @@ def test_large_bodies_decode_as_small_ones_do(client: AsgiClient) -> None:
 def test_large_valid_bodies_predict_as_the_model_does(
     client: AsgiClient, model: LoadedModel, endpoint: str, rows: list[list[float]]
 ) -> None:
-    rows = rows * 16  # 16 rows of 64 numbers are over 4 KiB even as "0.0, 0.0, ...": simdjson
+    rows = rows * 16  # 16 rows of 64 numbers are over 4 KiB even as "0.0, 0.0, ...": native
     if endpoint == INFER:
         flat = [value for row in rows for value in row]
         response = client.post(INFER, tensor(shape=[len(rows), 64], data=flat))
@@ -296,7 +297,7 @@ def test_large_valid_bodies_predict_as_the_model_does(
     assert response.status == 200 and predicted == labels.tolist()
 
 
-FLAT = ROW * 40  # 40 rows of 64 values, flat: over 4 KiB, so simdjson parses it first
+FLAT = ROW * 40  # 40 rows of 64 values, flat: over 4 KiB, so the native decoder reads it first
 LARGE_INFER_CORPUS: list[tuple[Any, int, str]] = [
     (tensor(shape=[40, 64], data=FLAT[:-1] + [True]), 400, "found a boolean"),
     (tensor(shape=[40, 64], data=FLAT[:-1] + [None]), 400, "found nulls"),
