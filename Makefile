@@ -14,7 +14,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 ifeq ($(origin VENV),file)
 $(READY): pyproject.toml constraints.txt system-packages.txt scripts/bootstrap.sh \
 	$(wildcard tools/*/package-lock.json) $(wildcard tools/engines/*/go.mod) \
-	$(wildcard native/*/Cargo.* native/*/pyproject.toml native/*/*.pyi native/*/src/*.rs)
+	$(wildcard native/Cargo.* native/*/Cargo.toml native/*/pyproject.toml native/*/*.pyi \
+	native/*/src/*.rs)
 	scripts/bootstrap.sh
 else
 # A venv the caller names (VENV=..., as the CI tests do for their scratch copies) is used as it is:
@@ -57,10 +58,8 @@ lint: $(READY) ## black --check, flake8, mypy --strict; rustfmt --check and clip
 	$(BIN)/black --check --quiet ml scripts tests
 	$(BIN)/flake8 ml scripts tests
 	$(BIN)/mypy
-	for crate in native/*/; do \
-		cargo fmt --manifest-path $$crate/Cargo.toml --check && \
-		cargo clippy --quiet --locked --manifest-path $$crate/Cargo.toml -- -D warnings || exit 1; \
-	done
+	cargo fmt --manifest-path native/Cargo.toml --all --check
+	cargo clippy --manifest-path native/Cargo.toml --workspace --locked --quiet -- -D warnings
 
 test-no-e2e: $(READY) ## every test not marked e2e (all tiers, minutes), no lint, no coverage
 	$(BIN)/pytest -q -m "not e2e"

@@ -84,8 +84,9 @@ if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --ignore-requ
   echo "bootstrap: pip install $pykustomize_pin failed (full log: $log)" >&2
   exit 1
 fi
-for crate in native/*/; do
-  echo "bootstrap: building $crate"
+for project in native/*/pyproject.toml; do
+  crate=$(dirname "$project")
+  echo "bootstrap: building $crate (cargo, native/Cargo.lock)"
   if ! CARGO_NET_RETRY=5 "$VENV/bin/python" -m pip install --disable-pip-version-check \
     --force-reinstall --no-deps "./$crate" >"$log" 2>&1; then
     tail -40 "$log"
