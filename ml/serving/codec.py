@@ -163,7 +163,7 @@ def _predict_rows_native(body: bytes, features: int, max_batch: int) -> Floats |
     """
     out = np.empty(min(len(body) // 2 + 1, max_batch * features), dtype=np.float32)
     shape = tensor_json.instances(body, out)
-    if shape is None or shape[1] != features or shape[0] == 0:
+    if shape is None or shape[1] != features:
         return None
     count, width = shape
     return out[: count * width].reshape(count, width)
@@ -391,11 +391,11 @@ def _infer_document_native(body: bytes, max_elements: int) -> dict[str, Any] | N
         return None
     light, count = decoded
     try:
-        document = orjson.loads(light)
+        document: dict[str, Any] = orjson.loads(light)
     except orjson.JSONDecodeError:  # text serde_json keeps raw but orjson refuses: its words
         return None
     document["inputs"][0]["data"] = out[:count]
-    return document  # type: ignore[no-any-return]
+    return document
 
 
 def _requested_outputs(

@@ -263,3 +263,19 @@ def test_large_bodies_answer_as_before_through_the_service(client: AsgiClient) -
     native = client.post("/predict", {"instances": rows}).json()
     checked = client.post("/predict", {"instances": rows, "note": "x"}).json()  # declined
     assert native == checked
+
+
+def test_a_field_orjson_refuses_gets_the_checked_paths_answer(model: LoadedModel) -> None:
+    """serde_json keeps a lone surrogate escape as raw text; orjson refuses it. The large body
+    must get the same 400 as a small one, not be half read."""
+    data = ",".join(["1.0"] * 64 * 40).encode()
+    tensor = b'{"name": "input", "shape": [40, 64], "datatype": "FP32", "data": [' + data + b"]}"
+    body = b'{"id": "\\ud800", "inputs": [' + tensor + b"]}"
+    assert len(body) >= 4096 and tensor_json.infer(body, buffer(64 * 40)) is not None
+    small = b'{"id": "\\ud800", "inputs": [{"name": "input", "data": [1.0]}]}'
+    answers = []
+    for each in (body, small):
+        with pytest.raises(codec.ClientError) as refused:
+            codec.decode_infer(each, model, codec.TensorLimits())
+        answers.append((refused.value.status, refused.value.message))
+    assert answers[0] == answers[1] and answers[0][0] == 400
