@@ -704,7 +704,31 @@ def request_costs(model: Path, rows: np.ndarray, repeats: int = 300) -> dict[str
         "encode_us": median_us(lambda: encode_predict(loaded, probabilities, labels)),
     }
     costs["onnxruntime_share"] = costs["onnxruntime_us"] / sum(costs.values())
+    costs["decode_two_threads_speedup"] = two_thread_speedup(
+        lambda: decode_predict(body, loaded, len(rows)), repeats
+    )
     return costs
+
+
+def two_thread_speedup(step: Callable[[], object], calls: int) -> float:
+    """How much faster `2 * calls` steps finish on two threads than on one: ~2 when the step
+    releases the GIL (the native decoder of large bodies), ~1 or less when it holds it."""
+    import threading
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            step()
+
+    started = time.perf_counter()
+    run(2 * calls)
+    alone = time.perf_counter() - started
+    threads = [threading.Thread(target=run, args=(calls,)) for _ in range(2)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return alone / (time.perf_counter() - started)
 
 
 def render_costs(rows: int, costs: dict[str, float]) -> str:
@@ -712,6 +736,7 @@ def render_costs(rows: int, costs: dict[str, float]) -> str:
         f"One {rows}-row /predict request in process (medians): decode "
         f"{costs['decode_us']:.0f} us, onnxruntime {costs['onnxruntime_us']:.0f} us, encode "
         f"{costs['encode_us']:.0f} us; onnxruntime {costs['onnxruntime_share']:.0%} of it."
+        f" Decoding from two threads at once: {costs['decode_two_threads_speedup']:.2f}x one."
     )
 
 

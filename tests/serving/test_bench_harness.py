@@ -72,6 +72,7 @@ def test_a_short_run_measures_our_servers_and_reports_missing_peers(
     assert all(0 < us < 50_000 for us in stages)
     assert costs["onnxruntime_share"] == pytest.approx(costs["onnxruntime_us"] / sum(stages))
     assert "One 8-row /predict request in process (medians): decode " in printed
+    assert costs["decode_two_threads_speedup"] > 0 and "from two threads at once: " in printed
 
 
 def result(name: str, rps: float, p99: float, rows_per_s: float = 0.0) -> ServerResult:
